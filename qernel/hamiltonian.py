@@ -1,0 +1,106 @@
+"""Local energy of the moiré continuum Hamiltonian (DESIGN.md §1, §3).
+
+    H = Σ_i [-½∇_i² + Δ_V(r_i)] + λ Σ_{i<j} v_E(r_ij) + (N/2) λ ξ_M      (energies in E_M)
+
+A wavefunction enters as `log_psi(params, x, cond)`: x (N, 2) positions in a_M, cond (n_cond,)
+the condition vector whose first entry is the depth V in E_M; it returns log ψ as a real
+scalar (real ψ: log|ψ|) or a complex scalar (log|ψ| + iθ). For complex ψ the kinetic energy is
+−½ Re[∇² log ψ + (∇ log ψ)·(∇ log ψ)] = −½ [∇² log|ψ| + |∇ log|ψ||² − |∇θ|²].
+
+The Laplacian uses folx's forward Laplacian (`laplacian="folx"`) or, as the reference,
+the loop of jvps over the gradient (`laplacian="jvp"`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Protocol
+
+import folx
+import jax
+import jax.numpy as jnp
+
+from qernel.ewald import Ewald
+from qernel.moire import moire_potential
+from qernel.system import System
+
+LAPLACIAN_METHODS = ("folx", "jvp")
+
+
+class LogPsi(Protocol):
+    def __call__(self, params, x: jax.Array, cond: jax.Array) -> jax.Array: ...
+
+
+class EnergyComponents(NamedTuple):
+    """Per-configuration energies in E_M (totals over electrons, not per electron)."""
+
+    kinetic: jax.Array
+    potential: jax.Array  # moiré potential Σ_i Δ_V(r_i)
+    interaction: jax.Array  # λ [Σ_{i<j} v_E + (N/2) ξ_M]
+
+    @property
+    def total(self) -> jax.Array:
+        return self.kinetic + self.potential + self.interaction
+
+
+def _real_outputs(f: Callable[[jax.Array], jax.Array], shape) -> Callable[[jax.Array], jax.Array]:
+    """Flat positions (n,) → (log|ψ|, θ) as a real (2,) vector (θ = 0 for real log ψ)."""
+
+    def g(x_flat):
+        out = f(x_flat.reshape(shape))
+        if jnp.iscomplexobj(out):
+            return jnp.stack([out.real, out.imag])
+        return jnp.stack([out, jnp.zeros_like(out)])
+
+    return g
+
+
+def _laplacian_and_gradient(g, x_flat, method: str):
+    """Laplacian (2,) and gradient (n, 2) of the real 2-vector function g at x_flat (n,)."""
+    if method == "folx":
+        result = folx.forward_laplacian(g)(x_flat)
+        return result.laplacian, result.jacobian.dense_array
+    if method == "jvp":
+        grad_fn = jax.jacrev(g)  # (2, n)
+        n = x_flat.shape[0]
+        eye = jnp.eye(n, dtype=x_flat.dtype)
+
+        def body(i, acc):
+            _, tangent = jax.jvp(grad_fn, (x_flat,), (eye[i],))
+            return acc + tangent[:, i]
+
+        lap = jax.lax.fori_loop(0, n, body, jnp.zeros(2, x_flat.dtype))
+        return lap, grad_fn(x_flat).T
+    raise ValueError(f"unknown laplacian method {method!r}; choose one of {LAPLACIAN_METHODS}")
+
+
+def kinetic_energy(f: Callable[[jax.Array], jax.Array], x: jax.Array, method: str = "folx") -> jax.Array:
+    """−½ Re[∇²ψ/ψ] in E_M for log ψ = f(x), x (N, 2) in a_M; f real or complex scalar."""
+    x_flat = x.reshape(-1)
+    lap, grad = _laplacian_and_gradient(_real_outputs(f, x.shape), x_flat, method)
+    return -0.5 * (lap[0] + jnp.sum(grad[:, 0] ** 2) - jnp.sum(grad[:, 1] ** 2))
+
+
+def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None):
+    """Build local_energy(params, x, cond) -> EnergyComponents for one configuration x (N, 2).
+
+    Vectorise over walkers with jax.vmap. `cond[0]` is the depth V (E_M).
+    """
+    if laplacian not in LAPLACIAN_METHODS:
+        raise ValueError(f"unknown laplacian method {laplacian!r}; choose one of {LAPLACIAN_METHODS}")
+    ewald = Ewald(system.supercell) if ewald is None else ewald
+    lam, phase = system.coupling, system.phase
+
+    def local_energy(params, x, cond) -> EnergyComponents:
+        kin = kinetic_energy(lambda y: log_psi(params, y, cond), x, laplacian)
+        pot = jnp.sum(moire_potential(x, cond[0], phase))
+        inter = lam * ewald.energy(x)
+        return EnergyComponents(kin, pot, inter.astype(x.dtype))
+
+    return local_energy
+
+
+def potential_energies(system: System, x: jax.Array, depth, ewald: Ewald | None = None):
+    """(moiré, interaction) energies in E_M for positions x (..., N, 2), depth broadcast to (...)."""
+    ewald = Ewald(system.supercell) if ewald is None else ewald
+    pot = jnp.sum(moire_potential(x, jnp.asarray(depth)[..., None], system.phase), axis=-1)
+    return pot, system.coupling * ewald.energy(x)
