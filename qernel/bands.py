@@ -22,7 +22,7 @@ from qernel.moire import moire_fourier_components
 from qernel.system import System
 
 #: Default plane-wave cutoff: |G| <= DEFAULT_SHELLS · |b| (|b| = 4π/√3).
-DEFAULT_SHELLS = 6.0
+DEFAULT_SHELLS = 8.0
 _DEGENERACY_TOL = 1e-8
 
 
