@@ -1,0 +1,179 @@
+"""phase_diagram.nc: DESIGN.md §4 names and units, round trip, transition estimates, edge cases."""
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from qernel import io as qio
+from qernel.aggregate import aggregate, build_phase_diagram, estimate_transition
+from qernel.lattice import Supercell
+from qernel.observables import (MOIRE_CELL_AREA, DensityAccumulator, EnergyAccumulator, StructureFactorAccumulator,
+                                bin_centres, default_kvectors, observables_dataset, ordering_vector_mask)
+
+E_M = 3.3756
+CONFIG = {"system": {"supercell": [[3, 0], [0, 3]], "n_up": 6, "units": "physical", "effective_mass": 0.35,
+                     "epsilon": 5.0, "moire_length_nm": 8.031, "phase_deg": 45}, "seed": 0}
+DESIGN_VARIABLES = {  # name: dims, from DESIGN.md §4
+    **{n: ("V",) for e in ("energy", "kinetic_energy", "potential_energy", "interaction_energy")
+       for n in (e, f"{e}_stderr")},
+    "density": ("V", "x", "y"), "density_stderr": ("V", "x", "y"),
+    "structure_factor": ("V", "k"), "structure_factor_stderr": ("V", "k"),
+    "transition_depth_interaction": (), "transition_depth_interaction_stderr": (),
+    "transition_depth_structure_factor": (), "transition_depth_structure_factor_stderr": (),
+}
+
+
+def synthetic(depth, e_int, peak, supercell=Supercell.diagonal(3), rng=None, err=0.003, sk_err=0.01,
+              with_sk=True):
+    """One depth's observables.nc content (the schema of qernel.aggregate)."""
+    rng = np.random.default_rng(int(depth * 100)) if rng is None else rng
+    e_kin, e_pot = 0.5 + 0.01 * depth, -0.8 * depth
+    data = {"kinetic_energy": ((), e_kin), "potential_energy": ((), e_pot), "interaction_energy": ((), e_int),
+            "energy": ((), e_kin + e_pot + e_int), "variance": ((), 0.4), "n_eff": ((), 5000.0)}
+    for name in ("kinetic_energy", "potential_energy", "interaction_energy", "energy"):
+        data[f"{name}_stderr"] = ((), err)
+    nu = 6 / supercell.n_cells
+    data["density"] = (("x", "y"), nu / MOIRE_CELL_AREA * (1 + 0.01 * rng.standard_normal((12, 12))))
+    data["density_stderr"] = (("x", "y"), np.full((12, 12), 0.01))
+    coords = {"x": bin_centres(12), "y": bin_centres(12)}
+    if with_sk:
+        k = default_kvectors(supercell)
+        s = np.where(ordering_vector_mask(k), peak, 1.0)
+        for name in ("structure_factor", "structure_factor_uncorrected"):
+            data[name] = ("k", s)
+            data[f"{name}_stderr"] = ("k", np.full(len(k), sk_err))
+        coords.update(kx=("k", k[:, 0]), ky=("k", k[:, 1]))
+    return xr.Dataset(data, coords=coords, attrs={"depth": float(depth), "depth_meV": float(depth) * E_M,
+                                                  **qio.provenance_attrs(CONFIG, "demo")})
+
+
+def step_sweep(depths, rng):
+    e_int = -0.3 - 0.01 * depths + 0.2 * (depths > 4.25) + 0.003 * rng.standard_normal(len(depths))
+    peak = 0.2 + 1.3 / (1 + np.exp(-(depths - 6.25) / 0.1)) + 0.01 * rng.standard_normal(len(depths))
+    return [synthetic(v, e, p) for v, e, p in zip(depths, e_int, peak)]
+
+
+def test_roundtrip_has_design_variables_with_units(tmp_path):
+    depths = np.arange(0.0, 10.01, 0.5)
+    datasets = step_sweep(depths, np.random.default_rng(0))
+    paths = []
+    for i in np.random.default_rng(1).permutation(len(datasets)):  # unsorted on purpose
+        p = tmp_path / f"depth/{depths[i]:g}/observables.nc"
+        qio.write_netcdf(datasets[i], p)
+        paths.append(p)
+    out = tmp_path / "phase_diagram.nc"
+    written = aggregate(paths, out)
+    with xr.open_dataset(out, engine="netcdf4") as pd:
+        for name, dims in DESIGN_VARIABLES.items():
+            assert name in pd, name
+            assert pd[name].dims == dims, name
+            assert pd[name].attrs.get("units"), name
+            assert pd[name].attrs.get("long_name"), name
+        for c in ("V", "V_meV", "x", "y", "kx", "ky"):
+            assert c in pd.coords and pd[c].attrs.get("units"), c
+        assert pd["V"].attrs["units"] == "E_M" and pd["V_meV"].attrs["units"] == "meV"
+        assert pd["kx"].dims == ("k",) and pd["ky"].dims == ("k",)
+        np.testing.assert_allclose(pd["V"], depths)  # sorted
+        np.testing.assert_allclose(pd["V_meV"], depths * E_M)
+        for key in qio.REQUIRED_ATTRS + ("transition_depth_interaction", "transition_depth_structure_factor"):
+            assert key in pd.attrs, key
+        assert pd.attrs["units"] == "E_M" and pd.attrs["energy_unit_meV"] == pytest.approx(E_M, rel=1e-4)
+        assert pd.attrs["config_hash"] == qio.config_hash(CONFIG)
+        # density integrates to ν at every depth; values survive the trip
+        np.testing.assert_allclose(pd["density"].mean(("x", "y")) * np.sqrt(3) / 2, 6 / 9, rtol=0.01)
+        np.testing.assert_allclose(pd["interaction_energy"], [float(d["interaction_energy"]) for d in datasets])
+        xr.testing.assert_identical(pd.load(), written)
+        rebuilt = build_phase_diagram([qio.read_netcdf(p) for p in paths])
+        xr.testing.assert_allclose(pd.drop_vars(["V_meV"]).reset_coords(drop=True)[list(rebuilt.data_vars)],
+                                   rebuilt.drop_vars(["V_meV"]).reset_coords(drop=True))
+
+
+def test_transitions_find_known_steps():
+    depths = np.arange(0.0, 10.01, 0.5)
+    pd = build_phase_diagram(step_sweep(depths, np.random.default_rng(2)), seed=1)
+    assert float(pd["transition_depth_interaction"]) == pytest.approx(4.25)
+    assert float(pd["transition_depth_structure_factor"]) == pytest.approx(6.25)
+    assert pd.attrs["transition_depth_interaction"] == pytest.approx(4.25)
+    np.testing.assert_allclose(pd.attrs["transition_depth_interaction_interval"], [4.0, 4.5])
+    # the steps are far above the noise: the bootstrap agrees
+    assert float(pd["transition_depth_interaction_stderr"]) < 0.1
+    assert float(pd["transition_depth_structure_factor_stderr"]) < 0.1
+    assert pd["transition_depth_interaction"].attrs["bootstrap_support"] > 0.95
+    # the peak is read at the K points
+    np.testing.assert_allclose(pd["structure_factor_peak"].sel(V=10.0), 1.5, atol=0.05)
+    assert pd["structure_factor_peak"].attrs["source"] == "structure_factor_uncorrected"
+
+
+def test_bootstrap_uncertainty_grows_with_error_bars():
+    v = np.arange(0.0, 6.0, 0.5)
+    y = np.where(v > 2.8, 0.05, 0.0)
+    sharp = estimate_transition(v, y, np.full(len(v), 1e-4), seed=0)
+    noisy = estimate_transition(v, y, np.full(len(v), 0.05), seed=0)
+    assert sharp.depth == pytest.approx(2.75) and sharp.stderr < 1e-12 and sharp.support == 1.0
+    assert noisy.stderr > 0.5 and noisy.support < 0.8
+    rise = estimate_transition(v, -y + 0.2 * (v > 4.1), mode="rise")
+    assert rise.depth == pytest.approx(4.25)
+
+
+def test_single_depth_gives_nan_transition(tmp_path):
+    with pytest.warns(RuntimeWarning, match="at least two depths"):
+        written = aggregate([qio.write_netcdf(synthetic(3.0, -0.3, 1.0), tmp_path / "o.nc")], tmp_path / "pd.nc")
+    assert written.sizes["V"] == 1
+    for name in ("transition_depth_interaction", "transition_depth_structure_factor"):
+        assert np.isnan(float(written[name])) and np.isnan(written.attrs[name])
+
+
+def test_missing_and_nan_values():
+    depths = np.arange(0.0, 10.01, 0.5)
+    datasets = step_sweep(depths, np.random.default_rng(3))
+    datasets[3]["interaction_energy"] = np.nan  # a failed depth
+    datasets[5] = synthetic(depths[5], -0.3, 0.2, with_sk=False)  # no structure factor there
+    datasets[7] = datasets[7].drop_vars(["density", "density_stderr"])
+    with pytest.warns(RuntimeWarning, match="ignoring 1 depth"):
+        pd = build_phase_diagram(datasets)
+    assert float(pd["transition_depth_interaction"]) == pytest.approx(4.25)
+    assert float(pd["transition_depth_structure_factor"]) == pytest.approx(6.25)
+    assert np.all(np.isnan(pd["structure_factor"].isel(V=5)))
+    assert np.all(np.isnan(pd["density"].isel(V=7))) and not np.any(np.isnan(pd["density"].isel(V=6)))
+
+
+def test_no_ordering_vector_and_bad_inputs():
+    sc = Supercell.diagonal(2)
+    datasets = [synthetic(v, -0.3 - 0.1 * v, 1.0, supercell=sc) for v in (0.0, 1.0, 2.0)]
+    with pytest.warns(RuntimeWarning, match="no moiré K point"):
+        pd = build_phase_diagram(datasets)
+    assert np.all(np.isnan(pd["structure_factor_peak"])) and np.isnan(float(pd["transition_depth_structure_factor"]))
+    assert float(pd["transition_depth_interaction"]) == pytest.approx(0.5)
+    mixed = [synthetic(0.0, -0.3, 1.0), synthetic(1.0, -0.3, 1.0, supercell=Supercell.diagonal(6))]
+    with pytest.raises(ValueError, match="kx"):
+        build_phase_diagram(mixed)
+    with pytest.raises(ValueError, match="duplicate"):
+        build_phase_diagram([synthetic(1.0, -0.3, 1.0), synthetic(1.0, -0.2, 1.0)])
+    with pytest.raises(ValueError, match="depth"):
+        build_phase_diagram([synthetic(1.0, -0.3, 1.0).drop_attrs()])
+    with pytest.raises(ValueError):
+        build_phase_diagram([])
+
+
+def test_accumulators_produce_the_schema(tmp_path):
+    """The accumulators' datasets are valid observables.nc files for the aggregation."""
+    sc = Supercell.diagonal(3)
+    rng = np.random.default_rng(4)
+    paths = []
+    for depth in (1.0, 2.0, 3.0):
+        x = sc.to_cart(rng.random((40, 8, 6, 2)))
+        energy = EnergyAccumulator(6).update(tuple(rng.normal(size=(3, 40, 8)) + depth))
+        ds = observables_dataset(depth, energy.result(), DensityAccumulator(sc, (12, 12)).update(x).result(),
+                                 StructureFactorAccumulator(sc).update(x).result(), energy_unit_meV=E_M,
+                                 attrs=qio.provenance_attrs(CONFIG, "demo"))
+        paths.append(qio.write_netcdf(ds, tmp_path / f"{depth}/observables.nc"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pd = aggregate(paths, tmp_path / "phase_diagram.nc")
+    for name, dims in DESIGN_VARIABLES.items():
+        assert pd[name].dims == dims and pd[name].attrs["units"]
+    assert pd["density"].shape == (3, 12, 12)
+    np.testing.assert_allclose(pd["V_meV"], np.array([1.0, 2.0, 3.0]) * E_M)
+    np.testing.assert_allclose(pd["energy"], pd["kinetic_energy"] + pd["potential_energy"] + pd["interaction_energy"])
