@@ -125,7 +125,7 @@ class HartreeFock:
 
     def _exchange(self, p):
         """F^X_{ab} = −(λ/A) Σ_{q≠0} v_q P_{a+q,b+q}; (M, M)."""
-        if not np.any(p):
+        if self.system.coupling == 0 or not np.any(p):
             return np.zeros_like(p)
         r0, r1 = self.grid.r
         shape = (_fft_size(3 * r0 - 2), _fft_size(3 * r1 - 2))  # linear, not circular, convolution

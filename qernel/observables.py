@@ -500,3 +500,125 @@ def observables_dataset(depth: float, energy: EnergyResult | None = None, densit
     if density is not None:
         ds.attrs["filling"] = float(density.filling)
     return ds
+
+
+# -- evaluation.nc → observables.nc -------------------------------------------------------------
+#: Series of `evaluation.nc` (written by `qernel.evaluate`) that `compute_observables` needs.
+_EVALUATION_REQUIRED = ("energy", "kinetic_energy", "potential_energy", "interaction_energy", "local_energy_variance",
+                        "density", "supercell_density")
+#: Attrs of evaluation.nc that describe one run, not the observables (not carried over).
+_EVALUATION_RUN_ATTRS = ("date_created", "eval_config", "supercell", "pair_r_max", "steps_per_block")
+
+
+def _series(ds: xr.Dataset, name: str, dims: tuple = ()) -> np.ndarray:
+    """The per-step (or per-block) series of `name` as float64 (T, *dims), time axis first."""
+    var = ds[name]
+    tdim = var.dims[0]
+    return np.asarray(var.transpose(tdim, *dims).values, dtype=float)
+
+
+def _energy_from_series(ds: xr.Dataset, n_electrons: int, n_walkers: int, criterion: str) -> EnergyResult:
+    """EnergyAccumulator.result() of the per-step walker means and walker variances in `ds`."""
+    acc = EnergyAccumulator(n_electrons)
+    per_step = np.stack([_series(ds, n) for n in ("energy", "kinetic_energy", "potential_energy",
+                                                     "interaction_energy")], axis=-1)  # (T, 4) per electron
+    acc._reblocker.update(per_step)
+    # the moments of the total local energy over all T·W samples, from the walker means m_t and
+    # the walker variances v_t (ddof 0) of each step: Σ (E − s)² = Σ_t W [v_t + (m_t − s)²]
+    mean_t = per_step[:, 0] * n_electrons
+    var_t = _series(ds, "local_energy_variance")
+    acc._shift = float(mean_t[0])
+    d = mean_t - acc._shift
+    acc._n = int(len(mean_t) * n_walkers)
+    acc._s1 = float(n_walkers * d.sum())
+    acc._s2 = float(n_walkers * (var_t + d * d).sum())
+    return acc.result(criterion=criterion)
+
+
+def compute_observables(evaluation_path, out_path, attrs: dict | None = None, criterion: str = "wolff") -> xr.Dataset:
+    """Observables of one depth from its `evaluation.nc`; writes `observables.nc` atomically.
+
+    Every per-step series of the evaluation (walker means, see `qernel.evaluate`) is reblocked
+    (`qernel.stats`, `criterion`) exactly as the accumulators above do it online: energies per
+    electron with their errors, n_eff and the variance of the local energy; the folded and
+    supercell densities; S(k) (connected, bias-corrected, delta-method errors) and the
+    uncorrected ⟨|ρ_k|²⟩/N; g(r) when recorded. The output follows the observables.nc schema of
+    `qernel.aggregate`, plus `acceptance` and reblocking diagnostics. attrs: global attrs
+    (provenance; they win over those carried from the evaluation file). Returns the dataset as
+    written.
+    """
+    import json
+    import warnings
+    from pathlib import Path
+
+    from qernel import io as qio
+    from qernel.stats import reblock
+
+    evaluation_path = Path(evaluation_path)
+    if not evaluation_path.is_file():
+        raise FileNotFoundError(f"evaluation file {str(evaluation_path)!r} does not exist")
+    ev = qio.read_netcdf(evaluation_path)
+    missing = [n for n in _EVALUATION_REQUIRED if n not in ev]
+    missing += [a for a in ("depth", "n_electrons", "n_walkers", "supercell") if a not in ev.attrs]
+    if missing:
+        raise ValueError(f"{evaluation_path}: not an evaluation file of qernel.evaluate (missing {missing})")
+
+    n_el = int(ev.attrs["n_electrons"])
+    n_walkers = int(ev.attrs["n_walkers"])
+    supercell = Supercell(tuple(tuple(int(v) for v in row) for row in json.loads(ev.attrs["supercell"])))
+    n_steps = int(ev.sizes[ev["energy"].dims[0]])
+    if n_steps < 2:
+        raise ValueError(f"{evaluation_path}: {n_steps} measurement step(s); error bars need at least 2")
+
+    energy = _energy_from_series(ev, n_el, n_walkers, criterion)
+    if not energy.converged:
+        warnings.warn(f"{evaluation_path}: the energy reblocking found no plateau in {n_steps} steps: its error "
+                      "bar is a lower bound (sample longer)", RuntimeWarning, stacklevel=2)
+
+    dens = DensityAccumulator(supercell, cell_bins=(ev.sizes["x"], ev.sizes["y"]),
+                              supercell_bins=(ev.sizes["sx"], ev.sizes["sy"]))
+    dens._cell.update(_series(ev, "density", ("x", "y")))
+    dens._super.update(_series(ev, "supercell_density", ("sx", "sy")))
+    dens._n_electrons = n_el
+    density = dens.result(criterion=criterion)
+    density = dataclasses.replace(density, n_steps=n_steps)
+
+    structure = None
+    if all(n in ev for n in ("rho_k_abs2", "rho_k_real", "rho_k_imag")) and ev.sizes.get("k", 0) > 0:
+        kvectors = np.stack([ev["kx"].values, ev["ky"].values], axis=-1)
+        sf = StructureFactorAccumulator(supercell, kvectors)
+        parts = [_series(ev, n, ("k",)) for n in ("rho_k_abs2", "rho_k_real", "rho_k_imag")]
+        if len({p.shape for p in parts}) != 1:
+            raise ValueError(f"{evaluation_path}: rho_k series of different lengths")
+        sf._reblocker.update(np.stack(parts, axis=-1))  # (T, K, 3), as the accumulator's per-step means
+        sf._n_electrons = n_el
+        structure = sf.result(criterion=criterion)
+
+    pair = None
+    if "pair_correlation" in ev and "r" in ev.coords and n_el >= 2:
+        r = ev["r"].values
+        r_max = float(ev.attrs.get("pair_r_max", r[-1] + 0.5 * (r[-1] - r[-2] if len(r) > 1 else r[-1])))
+        pc = PairCorrelationAccumulator(supercell, n_bins=len(r), r_max=r_max)
+        if not np.allclose(pc.r, r):
+            raise ValueError(f"{evaluation_path}: the r grid does not match pair_r_max = {r_max}")
+        pc._reblocker.update(_series(ev, "pair_correlation", ("r",)))
+        pc._n_electrons = n_el
+        pair = pc.result(criterion=criterion)
+
+    e_m = ev.attrs.get("energy_unit_meV", float("nan"))
+    if attrs and attrs.get("energy_unit_meV") is not None:
+        e_m = attrs["energy_unit_meV"]
+    carried = {k: v for k, v in ev.attrs.items() if k not in _EVALUATION_RUN_ATTRS}
+    out = observables_dataset(float(ev.attrs["depth"]), energy, density, structure, pair,
+                              energy_unit_meV=float(e_m), attrs=carried)
+    if "acceptance" in ev:
+        out["acceptance"] = ((), float(np.mean(_series(ev, "acceptance"))))
+    e_res = reblock(_series(ev, "energy"), criterion=criterion, warn=False)
+    out["energy_tau"] = ((), float(e_res.tau), {"units": "1", "long_name": "integrated autocorrelation time of "
+                                                   "the per-step mean energy, in measurement steps (from reblocking)"})
+    out["energy_stderr"].attrs["naive_stderr"] = float(e_res.naive_stderr)
+    out["energy_stderr"].attrs["reblocking_criterion"] = criterion
+    out.attrs.update({"n_walkers": n_walkers, "n_steps": n_steps, "evaluation_file": str(evaluation_path),
+                      "supercell": ev.attrs["supercell"]})
+    qio.write_netcdf(out, out_path, attrs)
+    return qio.read_netcdf(out_path)
