@@ -1,0 +1,463 @@
+"""The `qernel` command line: every step of the workflow, runnable by hand.
+
+    qernel pretrain    --config F --sweep S --out-dir DIR [--model-out FILE]
+    qernel evaluate    --config F --sweep S --depth V --checkpoint FILE --out FILE
+    qernel observables --config F --sweep S [--depth V] --evaluation FILE --out FILE
+    qernel aggregate   --config F --sweep S --out FILE OBSERVABLES [OBSERVABLES ...]
+    qernel plot        --config F --sweep S --phase-diagram FILE [--train FILE] --out-dir DIR
+    qernel bands       --config F --sweep S [--depth V ...] [--levels N] [--shells X]
+    qernel info        --config F --sweep S [--no-model] | --list
+
+`--depth` takes a depth's path label in the config's units ("2.500"; a number is rounded to
+the label). Every command logs at start (to stderr) the qernel version and git commit, the JAX
+devices (count and kind) and the resolved sweep. Bad input — an unknown sweep or depth, a
+missing input file, an invalid config — ends with a one-line error naming the problem and exit
+status 2. The heavy modules are imported inside each command, so `qernel --help`, `bands` and
+`info` work whatever else is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+from qernel import __version__
+from qernel.config import DEFAULT_CONFIG_PATH, ConfigError, canonical_json, list_sweeps, load_sweep
+
+log = logging.getLogger("qernel")
+
+#: Exit status for bad input (argparse uses the same for bad arguments).
+EXIT_BAD_INPUT = 2
+
+
+class CLIError(Exception):
+    """Bad input to a command: reported as one line, exit status 2."""
+
+
+# -- helpers --------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The git commit of the source tree (with "-dirty" if it has local changes), or "unknown"."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("-dirty" if dirty else "") if rev else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_summary() -> str:
+    """"N × KIND (platform P)" for the local JAX devices."""
+    import jax
+
+    devices = jax.devices()
+    kinds = sorted({getattr(d, "device_kind", "?") for d in devices})
+    return f"{len(devices)} × {', '.join(kinds)} (platform {devices[0].platform}; process {jax.process_index()})"
+
+
+def _existing(path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"{what} {str(p)!r} does not exist")
+    return p
+
+
+def _load(args, resolve: bool = True):
+    try:
+        return load_sweep(args.config, args.sweep, resolve=resolve)
+    except ConfigError as e:
+        raise CLIError(str(e) if not e.key else f"{args.config}: {e}") from None
+
+
+def _log_start(args, sweep, resolve: bool = True) -> None:
+    """Log what this job runs with: version, commit, devices, the resolved sweep."""
+    log.info("qernel %s (git %s): %s", __version__, git_commit(), " ".join(sys.argv[1:]) or args.command)
+    log.info("devices: %s", device_summary())
+    log.info("sweep %s from %s (config hash %s)", sweep.name, args.config, sweep.config_hash[:12])
+    log.info("resolved sweep: %s", json.dumps(sweep.summary(resolve=resolve), default=str))
+
+
+def _call(fn, *args, **kwargs):
+    """fn(*args, **kwargs), leaving out keyword arguments that fn does not take."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(*args, **kwargs)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return fn(*args, **kwargs)
+
+
+def provenance(sweep, **extra) -> dict:
+    """Global attrs for the outputs of this sweep (DESIGN.md §4): config = the parts of the sweep
+    that the config file gave (in the workflow: the parts this stage depends on), config_hash =
+    sha256 of their canonical JSON."""
+    try:
+        from qernel.io import provenance_attrs
+    except ModuleNotFoundError:
+        attrs = {
+            "units": "E_M",
+            "energy_unit_meV": float("nan") if sweep.energy_unit_meV is None else sweep.energy_unit_meV,
+            "config": canonical_json(sweep.given),
+            "config_hash": hashlib.sha256(canonical_json(sweep.given).encode("utf-8")).hexdigest(),
+            "sweep": sweep.name,
+            "qernel_version": __version__,
+        }
+    else:
+        attrs = provenance_attrs(sweep.given, sweep.name, sweep.energy_unit_meV)
+    attrs["git_commit"] = git_commit()
+    attrs.update(extra)
+    return attrs
+
+
+def depth_seed(sweep, label: str) -> int:
+    """A seed per depth that does not change when other depths join the grid."""
+    return (sweep.seed * 1_000_003 + zlib.crc32(label.encode())) % (2**31 - 1)
+
+
+def _depth(sweep, value: str) -> tuple[str, float]:
+    try:
+        index = sweep.depth_index(value)
+    except ConfigError as e:
+        raise CLIError(str(e)) from None
+    return sweep.depth_labels[index], float(sweep.depths[index])
+
+
+def _wavefunction(sweep):
+    from qernel.model import make_wavefunction
+
+    return make_wavefunction(sweep.system, sweep.model, cond_range=sweep.cond_range)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+#: File in the checkpoint folder naming the pretrain-stage hash its checkpoints belong to.
+CHECKPOINT_MARKER = "config_hash"
+
+
+def _claim_checkpoints(ckpt_dir: Path, stage_hash: str) -> None:
+    """Keep the resume checkpoints if they belong to this sweep's pretraining setup (a restart after
+    a killed job resumes from them); move them to checkpoints.previous/ if the setup changed (new
+    system, depths, model, pretrain options or seed), so that training starts afresh."""
+    marker = ckpt_dir / CHECKPOINT_MARKER
+    if ckpt_dir.is_dir() and any(p.name != CHECKPOINT_MARKER for p in ckpt_dir.iterdir()):
+        old = marker.read_text().strip() if marker.is_file() else "unknown"
+        if old == stage_hash:
+            log.info("resume checkpoints in %s belong to this setup (hash %s)", ckpt_dir, stage_hash[:12])
+        else:
+            previous = ckpt_dir.with_name(ckpt_dir.name + ".previous")
+            shutil.rmtree(previous, ignore_errors=True)
+            ckpt_dir.rename(previous)
+            log.warning("the pretraining setup changed (hash %s -> %s): moved the old checkpoints to %s "
+                        "and start afresh", old[:12], stage_hash[:12], previous)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(stage_hash + "\n")
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_pretrain(args) -> int:
+    sweep = _load(args)
+    _log_start(args, sweep)
+    from qernel import checkpoint
+    from qernel.train import run_training
+
+    out_dir = Path(args.out_dir)
+    model_out = Path(args.model_out) if args.model_out else out_dir / "model.msgpack"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_checkpoints(out_dir / "checkpoints", sweep.stage_hash("pretrain"))
+    wf = _wavefunction(sweep)
+    t0 = time.time()
+    result = _call(run_training, sweep.system, wf, sweep.depths, sweep.pretrain, out_dir,
+                   seed=sweep.seed, attrs=provenance(sweep))
+    log.info("pretraining finished in %.1f s", time.time() - t0)
+
+    if model_out.is_file() and model_out.stat().st_mtime >= t0:
+        pass  # the engine wrote the final model itself
+    elif getattr(result, "params", None) is not None:
+        checkpoint.save_model(model_out, result.params, {**provenance(sweep), "depths": sweep.depths.tolist()})
+    else:
+        for candidate in (getattr(result, "model_path", None), out_dir / "model.msgpack",
+                          checkpoint.latest(out_dir / "checkpoints")):
+            if candidate is not None and Path(candidate).is_file() and Path(candidate) != model_out:
+                _copy_atomic(Path(candidate), model_out)
+                break
+        else:
+            raise CLIError(f"pretraining wrote no model and no checkpoint in {str(out_dir)!r}")
+    if not (out_dir / "train.nc").is_file():
+        raise CLIError(f"pretraining wrote no {str(out_dir / 'train.nc')!r}")
+    log.info("final model: %s; training log: %s", model_out, out_dir / "train.nc")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    sweep = _load(args)
+    label, depth = _depth(sweep, args.depth)
+    ckpt = _existing(args.checkpoint, "checkpoint")
+    _log_start(args, sweep)
+    log.info("depth %s %s = %.6f E_M", label, sweep.config_units, depth)
+    from qernel.evaluate import evaluate_depth
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _call(evaluate_depth, sweep.system, _wavefunction(sweep), ckpt, depth, sweep.evaluate, out,
+          seed=depth_seed(sweep, label), attrs=provenance(sweep, depth_label=label))
+    log.info("wrote %s", out)
+    return 0
+
+
+def cmd_observables(args) -> int:
+    sweep = _load(args)
+    label = _depth(sweep, args.depth)[0] if args.depth is not None else None
+    evaluation = _existing(args.evaluation, "evaluation file")
+    _log_start(args, sweep)
+    from qernel.observables import compute_observables
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"depth_label": label} if label is not None else {}
+    _call(compute_observables, evaluation, out, attrs=provenance(sweep, **extra))
+    log.info("wrote %s", out)
+    return 0
+
+
+def cmd_aggregate(args) -> int:
+    sweep = _load(args)
+    inputs = [_existing(p, "observables file") for p in args.observables]
+    _log_start(args, sweep)
+    from qernel.aggregate import aggregate
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _call(aggregate, inputs, out, attrs=provenance(sweep), seed=sweep.seed)
+    log.info("wrote %s from %d depths", out, len(inputs))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    sweep = _load(args)
+    phase_diagram = _existing(args.phase_diagram, "phase diagram")
+    train = Path(args.train) if args.train else None
+    if train is not None and not train.is_file():
+        log.warning("training log %s does not exist: the training figure is skipped", train)
+    _log_start(args, sweep)
+    from qernel.plots import plot_all
+
+    written = plot_all(phase_diagram, train, Path(args.out_dir))
+    for path in written:
+        log.info("wrote %s", path)
+    return 0
+
+
+def cmd_bands(args) -> int:
+    sweep = _load(args, resolve=False)
+    labels = [_depth(sweep, d)[0] for d in args.depth] if args.depth else list(sweep.depth_labels)
+    _log_start(args, sweep, resolve=False)
+    from qernel import bands as qbands
+
+    s = sweep.system
+    shells = qbands.DEFAULT_SHELLS if args.shells is None else args.shells
+    n_max = max(s.n_up, s.n_down)
+    n_levels = args.levels if args.levels is not None else n_max + 2
+    e_m = sweep.energy_unit_meV
+
+    def mev(x):
+        return f"{x * e_m:12.6f}" if e_m is not None else f"{'n/a':>12}"
+
+    rows = [list(r) for r in s.supercell.matrix]
+    print("Exact non-interacting levels (qernel.bands, the λ = 0 reference), "
+          f"plane-wave cutoff {shells:g} shells")
+    print(f"sweep {sweep.name}: supercell {rows} ({s.supercell.n_cells} cells), N = {s.n_electrons} "
+          f"({s.n_up} up, {s.n_down} down), filling {s.filling:.6g}, φ = {s.phase_deg:g}°, "
+          f"E_M = {'%.6g meV' % e_m if e_m is not None else 'n/a (units: moire without energy_unit_meV)'}")
+    for label in labels:
+        index = sweep.depth_index(label)
+        depth = float(sweep.depths[index])
+        gs = qbands.noninteracting_ground_state(s, depth, shells=shells, n_bands=max(n_levels, n_max))
+        flat = sorted(((float(e), ik, ib) for ik, row in enumerate(gs.bands.energies) for ib, e in enumerate(row)),
+                      key=lambda t: (round(t[0], 12), t[1], t[2]))
+        up, down = set(gs.occupied_up), set(gs.occupied_down)
+        print()
+        print(f"V = {label} {sweep.config_units}" + (f" = {depth:.6f} E_M" if sweep.units == "physical" else
+                                                     (f" = {depth * e_m:.6f} meV" if e_m is not None else "")))
+        print(f"  {'#':>4}  {'k-point (kx, ky) [1/a_M]':>26}  {'band':>4}  {'E (E_M)':>12}  {'E (meV)':>12}  occupied")
+        for n, (e, ik, ib) in enumerate(flat[:n_levels], start=1):
+            k = gs.bands.kpoints[ik]
+            occ = ("↑" if (ik, ib) in up else "") + ("↓" if (ik, ib) in down else "")
+            print(f"  {n:>4}  ({k[0]:+11.6f}, {k[1]:+11.6f})  {ib:>4}  {e:12.6f}  {mev(e)}  {occ}")
+        per = gs.energy / s.n_electrons
+        shell = "closed shell" if gs.closed_shell else "open shell: the highest occupied level is degenerate"
+        known = e_m is not None
+        print(f"  N-electron energy: total {gs.energy:.6f} E_M" + (f" = {gs.energy * e_m:.6f} meV" if known else "")
+              + f"; per electron {per:.6f} E_M" + (f" = {per * e_m:.6f} meV" if known else " (meV: n/a)")
+              + f"  ({shell})")
+    return 0
+
+
+def cmd_info(args) -> int:
+    if args.list:
+        try:
+            names = list_sweeps(args.config)
+        except ConfigError as e:
+            raise CLIError(str(e) if not e.key else f"{args.config}: {e}") from None
+        print("\n".join(names))
+        return 0
+    sweep = _load(args)
+    _log_start(args, sweep)
+    import yaml
+
+    print(yaml.safe_dump(json.loads(json.dumps(sweep.summary(), default=str)), sort_keys=False,
+                         default_flow_style=None, width=100, allow_unicode=True).rstrip())
+    if args.no_model:
+        return 0
+    try:
+        from qernel.model import make_wavefunction  # noqa: F401
+    except ModuleNotFoundError as e:
+        print(f"model: not available ({e})")
+        return 0
+    import jax
+
+    wf = _wavefunction(sweep)
+    key = jax.random.PRNGKey(sweep.seed)
+    try:  # shapes suffice for the summary and the count: no need to run the initialisation
+        params = jax.eval_shape(wf.init, key)
+        summary, n_params = wf.summary(params), wf.n_params(params)
+    except Exception:  # noqa: BLE001 (a summary that needs values: initialise for real)
+        params = wf.init(key)
+        summary, n_params = wf.summary(params), wf.n_params(params)
+    print("model summary:")
+    print(summary)
+    print(f"parameters: {n_params}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG_PATH, metavar="FILE",
+                   help=f"config file (YAML) with the sweeps (default: {DEFAULT_CONFIG_PATH}); the workflow "
+                        "passes its snapshot results/<sweep>/config.yaml")
+    p.add_argument("--sweep", default="demo", metavar="NAME", help="sweep name in the config (default: demo)")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qernel",
+        description="QERNEL: one conditioned neural wavefunction for moiré phase-diagram sweeps. Each "
+                    "subcommand is one step of the Snakemake workflow and can be run by hand. Energies in "
+                    "E_M (and meV where E_M is known); depths are given by their labels in the config's units.",
+        epilog="Bad input (unknown sweep or depth, missing input file, invalid config) exits with status 2.")
+    parser.add_argument("--version", action="version", version=f"qernel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("pretrain", help="pretrain the shared model over all depths of a sweep",
+                       description="Pretrain the conditioned model over every depth of the sweep. Writes "
+                                   "OUT_DIR/train.nc, OUT_DIR/train.log, resume checkpoints in "
+                                   "OUT_DIR/checkpoints/ (a rerun resumes from the newest) and the final model.")
+    _common(p)
+    p.add_argument("--out-dir", required=True, metavar="DIR",
+                   help="output folder (results/<sweep>/pretrain): train.nc, train.log, checkpoints/")
+    p.add_argument("--model-out", metavar="FILE", help="final model file (default: OUT_DIR/model.msgpack)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("evaluate", help="evaluate (and fine-tune) the model at one depth",
+                       description="Evaluate the pretrained model at one depth V (fine-tuning first if the "
+                                   "sweep's evaluate options ask for it); writes evaluation.nc.")
+    _common(p)
+    p.add_argument("--depth", required=True, metavar="V",
+                   help="depth label in the config's units, e.g. 2.500 (E_M; meV with units: physical)")
+    p.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="the pretrained model (results/<sweep>/pretrain/model.msgpack)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output evaluation.nc")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("observables", help="observables of one depth from its evaluation",
+                       description="Energies (with blocking errors), density and structure factor of one "
+                                   "depth from its evaluation.nc; writes observables.nc.")
+    _common(p)
+    p.add_argument("--depth", metavar="V", help="depth label (checked against the sweep; optional)")
+    p.add_argument("--evaluation", required=True, metavar="FILE", help="input evaluation.nc")
+    p.add_argument("--out", required=True, metavar="FILE", help="output observables.nc")
+    p.set_defaults(func=cmd_observables)
+
+    p = sub.add_parser("aggregate", help="combine every depth's observables into the phase diagram",
+                       description="Combine the observables.nc files of a sweep into phase_diagram.nc "
+                                   "(one dataset over V, with the transition estimate).")
+    _common(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="output phase_diagram.nc")
+    p.add_argument("observables", nargs="+", metavar="OBSERVABLES", help="input observables.nc files")
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("plot", help="draw the figures of a sweep",
+                       description="Draw the figures (PNG and PDF) of a sweep from its phase diagram and "
+                                   "training log.")
+    _common(p)
+    p.add_argument("--phase-diagram", required=True, metavar="FILE", help="input phase_diagram.nc")
+    p.add_argument("--train", metavar="FILE",
+                   help="input train.nc (training curves; without it that figure is skipped)")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="output folder of the figures")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("bands", help="print the exact non-interacting levels and N-electron energy",
+                       description="Print, for each depth, the lowest single-particle levels at the "
+                                   "supercell k-points (exact, plane waves) and the non-interacting "
+                                   "N-electron energy, total and per electron, in E_M and meV.")
+    _common(p)
+    p.add_argument("--depth", action="append", metavar="V",
+                   help="depth label (repeatable; default: every depth of the sweep)")
+    p.add_argument("--levels", type=int, metavar="N",
+                   help="how many of the lowest levels to list (default: electrons per spin + 2)")
+    p.add_argument("--shells", type=float, metavar="X",
+                   help="plane-wave cutoff |G| <= X·|b| (default: qernel.bands.DEFAULT_SHELLS)")
+    p.set_defaults(func=cmd_bands)
+
+    p = sub.add_parser("info", help="print the resolved sweep, the model summary and parameter count",
+                       description="Print the resolved sweep (system, depths in E_M and config units, model, "
+                                   "pretrain and evaluate options with defaults, resources, config hash) and, "
+                                   "when the model is available, its summary and parameter count.")
+    _common(p)
+    p.add_argument("--no-model", action="store_true", help="do not build the model")
+    p.add_argument("--list", action="store_true", help="list the sweeps of the config and exit")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
+                        force=True)
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ConfigError) as e:
+        print(f"qernel {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

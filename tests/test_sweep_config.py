@@ -1,0 +1,286 @@
+"""qernel.config: schema and physical validation with errors naming the key; sweep resolution."""
+
+from __future__ import annotations
+
+import copy
+import filecmp
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from qernel import config as qc
+from qernel.units import WSE2_WS2
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "config.yaml"
+
+BASE = {
+    "sweeps": {
+        "t": {
+            "system": {"supercell": [[2, 0], [0, 2]], "n_up": 2, "n_down": 1, "units": "moire",
+                       "coupling": 1.5, "phase_deg": 45},
+            "depths": [0.0, 1.0, 2.5],
+            "pretrain": {"batch_size": 12},
+        }
+    }
+}
+
+
+def cfg(**changes):
+    """BASE with dotted-path changes; a value of DELETE removes the key."""
+    c = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node = c
+        for p in parents:
+            node = node[p]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return c
+
+
+DELETE = object()
+
+
+def error(config) -> str:
+    with pytest.raises(qc.ConfigError) as info:
+        qc.validate_config(config)
+    return str(info.value)
+
+
+# -- the repository's config ----------------------------------------------------------------
+def test_repository_config_is_valid_and_has_the_contract_keys():
+    sweeps = qc.load_config(CONFIG)
+    raw = qc.read_config(CONFIG)
+    assert qc.run_sweeps(raw) == ["demo"]
+    demo = raw["sweeps"]["demo"]
+    # DESIGN.md §6, key by key
+    assert set(demo) >= {"system", "depths", "model", "pretrain", "evaluate", "seed"}
+    assert demo["system"]["supercell"] == [[3, 0], [0, 3]]
+    assert (demo["system"]["n_up"], demo["system"]["n_down"]) == (6, 0)
+    assert demo["system"]["units"] == "moire" and demo["system"]["coupling"] == 10.62
+    assert demo["system"]["phase_deg"] == 45 and demo["model"] == "tiny"
+    d = sweeps["demo"]
+    assert len(d.depths) >= 8 and d.depths.min() == 0.0 and d.depths.max() >= 10.0
+    assert math.isclose(d.system.filling, 2 / 3)
+    assert math.isclose(d.system.coupling, WSE2_WS2.coupling, rel_tol=1e-3)
+    assert math.isclose(d.energy_unit_meV, WSE2_WS2.energy_unit_meV, rel_tol=1e-4)
+    # the paper family: nu = 2/3 in 6x6 ... 15x15 supercells
+    for n, holes in ((6, 24), (9, 54), (12, 96), (15, 150)):
+        s = sweeps[f"paper_{n}x{n}"]
+        assert s.system.supercell.n_cells == n * n and s.system.n_electrons == holes
+        assert math.isclose(s.system.filling, 2 / 3) and len(s.depths) >= 20
+        assert s.model_spec == "paper" and s.resources["pretrain"]["gpu"] >= 1
+        assert s.resources["evaluate"]["gpu"] >= 1
+
+
+def test_physical_units_convert_depths_from_meV():
+    s = qc.load_config(CONFIG)["demo_meV"]
+    assert s.units == "physical" and s.config_units == "meV"
+    e_m = WSE2_WS2.energy_unit_meV
+    np.testing.assert_allclose(s.depths, s.depth_values_config / e_m)
+    assert s.depth_labels[1] == "5.000"  # labels keep the config's unit
+    assert math.isclose(s.system.coupling, WSE2_WS2.coupling)
+    assert math.isclose(s.depth("15.000"), 15.0 / e_m)
+    # the demo in moiré units and in meV describe the same Hamiltonian
+    demo = qc.load_config(CONFIG)["demo"]
+    assert math.isclose(demo.system.phase, s.system.phase)
+
+
+def test_schema_is_shipped_in_the_package_and_is_the_workflows():
+    packaged = qc.schema_path()
+    assert packaged.is_file() and packaged.parent.name == "qernel"
+    workflow_schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    assert workflow_schema.resolve() == packaged.resolve() or filecmp.cmp(workflow_schema, packaged, shallow=False)
+    assert qc.load_schema()["properties"]["sweeps"]
+
+
+# -- sweeps ---------------------------------------------------------------------------------
+def test_sweep_resolution():
+    s = qc.validate_config(cfg())["t"]
+    assert s.depth_labels == ["0.000", "1.000", "2.500"]
+    np.testing.assert_allclose(s.depths, [0, 1, 2.5])
+    assert s.system.n_up == 2 and s.system.n_down == 1 and s.system.supercell.n_cells == 4
+    assert math.isclose(s.system.phase, math.pi / 4)
+    assert s.energy_unit_meV is None and s.cond_range == ((0.0, 2.5),)
+    assert s.depth("2.5") == 2.5 and s.depth("2.500") == 2.5
+    with pytest.raises(qc.ConfigError, match="no depth '3.000'"):
+        s.depth("3")
+    assert s.seed == 0 and s.model_spec == "tiny"
+    assert s.resources["pretrain"] == qc.DEFAULT_RESOURCES["pretrain"]
+
+
+def test_range_grid_and_integer_supercell_shorthand():
+    s = qc.validate_config(cfg(sweeps__t__depths={"start": 0, "stop": 10, "num": 9},
+                               sweeps__t__system__supercell=3, sweeps__t__pretrain={"batch_size": 18}))["t"]
+    assert s.depth_labels[:3] == ["0.000", "1.250", "2.500"] and s.depth_labels[-1] == "10.000"
+    assert s.system.supercell.matrix == ((3, 0), (0, 3))
+
+
+def test_config_hash_ignores_resources_description_and_defaults():
+    h = qc.validate_config(cfg())["t"].config_hash
+    same = cfg(sweeps__t__resources={"pretrain": {"gpu": 4}}, sweeps__t__description="x", sweeps__t__seed=0)
+    same["sweeps"]["t"]["model"] = "tiny"
+    assert qc.validate_config(same)["t"].config_hash == h
+    assert qc.validate_config(cfg(sweeps__t__seed=1))["t"].config_hash != h
+    # stage hashes: evaluate options do not touch pretraining
+    a = qc.validate_config(cfg())["t"]
+    b = qc.validate_config(cfg(sweeps__t__evaluate={"samples": 7}))["t"]
+    assert a.stage_hash("pretrain") == b.stage_hash("pretrain")
+    assert a.stage_hash("evaluate") != b.stage_hash("evaluate")
+    c = qc.validate_config(cfg(sweeps__t__depths=[0.0, 1.0], sweeps__t__pretrain={"batch_size": 12}))["t"]
+    assert a.stage_hash("pretrain") != c.stage_hash("pretrain")
+
+
+def test_config_hash_matches_io_provenance():
+    qio = pytest.importorskip("qernel.io")
+    s = qc.validate_config(cfg())["t"]
+    assert qio.config_hash(s.canonical) == s.config_hash
+
+
+def test_snapshot_round_trips_to_the_same_sweep(tmp_path):
+    raw = cfg(sweeps__t__resources={"pretrain": {"gpu": 2}})
+    text = qc.sweep_snapshot("t", raw["sweeps"]["t"])
+    path = tmp_path / "snap.yaml"
+    path.write_text(text)
+    s = qc.load_sweep(path, "t")
+    assert s.config_hash == qc.validate_config(raw)["t"].config_hash
+    assert "resources" not in yaml.safe_load(text)["sweeps"]["t"]
+
+
+def test_resources_merge_defaults_config_and_sweep():
+    raw = cfg(sweeps__t__pretrain={"batch_size": 12}, resources={"pretrain": {"runtime": 99, "mem_mb": 1234}},
+              sweeps__t__resources={"pretrain": {"runtime": 7, "gpu": 4}})
+    s = qc.validate_config(raw)["t"]
+    assert s.resources["pretrain"] == {"runtime": 7, "mem_mb": 1234, "cpus_per_task": 2, "gpu": 4}
+    assert qc.rule_resources(raw, "t", "pretrain") == s.resources["pretrain"]
+    assert s.resources["observables"]["gpu"] == 0
+
+
+def test_run_sweeps_forms():
+    two = copy.deepcopy(BASE)
+    two["sweeps"]["u"] = copy.deepcopy(two["sweeps"]["t"])
+    assert qc.run_sweeps({**two, "run_sweeps": ["u"]}) == ["u"]
+    assert qc.run_sweeps({**two, "run_sweeps": "all"}) == ["t", "u"]
+    assert qc.run_sweeps({**two, "run_sweeps": "t,u"}) == ["t", "u"]
+    assert qc.run_sweeps(two) == ["t", "u"]  # no demo: every sweep
+    assert qc.run_sweeps({"sweeps": {"u": {}, "demo": {}}}) == ["demo"]
+    with pytest.raises(qc.ConfigError, match=r"^run_sweeps: unknown sweep 'x'"):
+        qc.validate_config({**two, "run_sweeps": ["x"]})
+
+
+def test_list_and_load_sweep(tmp_path):
+    assert qc.list_sweeps(CONFIG)[0] == "demo"
+    with pytest.raises(qc.ConfigError, match=r"^sweeps\.nope: unknown sweep 'nope' \(known: demo"):
+        qc.load_sweep(CONFIG, "nope")
+    with pytest.raises(qc.ConfigError, match="does not exist"):
+        qc.load_sweep(tmp_path / "missing.yaml", "demo")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sweeps: [1, 2\n")
+    with pytest.raises(qc.ConfigError, match="not valid YAML"):
+        qc.read_config(bad)
+
+
+# -- errors name the key --------------------------------------------------------------------
+@pytest.mark.parametrize("changes, key, text", [
+    ({"sweeps__t__system__n_upp": 3}, "sweeps.t.system.n_upp", "unknown key"),
+    ({"sweeps__t__colour": "red"}, "sweeps.t.colour", "unknown key"),
+    ({"extra": 1}, "extra", "unknown key"),
+    ({"sweeps__t__system__n_up": "six"}, "sweeps.t.system.n_up", "is not of type 'integer'"),
+    ({"sweeps__t__system__n_up": 2.5}, "sweeps.t.system.n_up", "is not of type 'integer'"),
+    ({"sweeps__t__system__coupling": "big"}, "sweeps.t.system.coupling", "is not of type 'number'"),
+    ({"sweeps__t__system__units": "SI"}, "sweeps.t.system.units", "is not one of"),
+    ({"sweeps__t__system__coupling": DELETE}, "sweeps.t.system.coupling", "required key is missing"),
+    ({"sweeps__t__system__phase_deg": DELETE}, "sweeps.t.system.phase_deg", "required key is missing"),
+    ({"sweeps__t__depths": DELETE}, "sweeps.t.depths", "required key is missing"),
+    ({"sweeps__t__depths": []}, "sweeps.t.depths", "should be non-empty"),
+    ({"sweeps__t__depths": [0.0, -1.0]}, "sweeps.t.depths.1", "less than the minimum of 0"),
+    ({"sweeps__t__depths": {"start": 0, "stop": 1, "num": 0}}, "sweeps.t.depths.num", "less than the minimum of 1"),
+    ({"sweeps__t__depths": {"start": 0, "stop": 1}}, "sweeps.t.depths.num", "required key is missing"),
+    ({"sweeps__t__depths": {"start": -2, "stop": 1, "num": 3}}, "sweeps.t.depths.start", "less than the minimum"),
+    ({"sweeps__t__depths": {"start": 0, "stop": 1, "num": 3, "step": 1}}, "sweeps.t.depths.step", "unknown key"),
+    ({"sweeps__t__seed": -1}, "sweeps.t.seed", "less than the minimum"),
+    ({"sweeps__t__resources": {"pretrain": {"gpus": 1}}}, "sweeps.t.resources.pretrain.gpus", "unknown key"),
+    ({"sweeps__t__resources": {"train": {"gpu": 1}}}, "sweeps.t.resources.train", "unknown key"),
+    ({"sweeps__t__system__supercell": [[1, 0]]}, "sweeps.t.system.supercell", ""),
+])
+def test_schema_errors_name_the_key(changes, key, text):
+    msg = error(cfg(**changes))
+    assert msg.startswith(key + ":"), msg
+    assert text in msg
+
+
+def test_bad_sweep_name():
+    c = copy.deepcopy(BASE)
+    c["sweeps"]["bad name/x"] = c["sweeps"].pop("t")
+    assert error(c).startswith("sweeps: bad name 'bad name/x'")
+
+
+@pytest.mark.parametrize("changes, key, text", [
+    ({"sweeps__t__system__supercell": [[1, 2], [2, 4]]}, "sweeps.t.system.supercell", "singular"),
+    ({"sweeps__t__system__n_up": 0, "sweeps__t__system__n_down": 0}, "sweeps.t.system.n_up", "at least one electron"),
+    ({"sweeps__t__system__n_up": 100000}, "sweeps.t.system.n_up", "single-particle states"),
+    ({"sweeps__t__system__n_down": 100000}, "sweeps.t.system.n_down", "single-particle states"),
+    ({"sweeps__t__depths": [1.0, 1.0001]}, "sweeps.t.depths", "share the path label '1.000'"),
+    ({"sweeps__t__depths": [1.0, float("nan")]}, "sweeps.t.depths", "not finite"),
+    ({"sweeps__t__depths": [1.0, float("inf")]}, "sweeps.t.depths", "not finite"),
+    ({"sweeps__t__system__effective_mass": 0.35}, "sweeps.t.system.effective_mass", "not allowed with units: moire"),
+    ({"sweeps__t__system__units": "physical", "sweeps__t__system__effective_mass": 0.35,
+      "sweeps__t__system__epsilon": 5, "sweeps__t__system__moire_length_nm": 8}, "sweeps.t.system.coupling",
+     "not allowed with units: physical"),
+    ({"sweeps__t__system__units": "physical", "sweeps__t__system__coupling": DELETE}, "sweeps.t.system.effective_mass",
+     "required key is missing"),
+])
+def test_physical_errors_name_the_key(changes, key, text):
+    msg = error(cfg(**changes))
+    assert msg.startswith(key + ":") or msg.startswith(key + "."), msg
+    assert text in msg
+
+
+def test_capacity_is_what_the_bands_solver_can_fill():
+    from qernel.bands import noninteracting_ground_state
+
+    s = qc.validate_config(cfg(sweeps__t__system__supercell=1, sweeps__t__system__n_down=0))["t"]
+    cap = qc.single_particle_capacity(s.system)
+    ok = qc.validate_config(cfg(sweeps__t__system__supercell=1, sweeps__t__system__n_down=0,
+                                sweeps__t__system__n_up=cap))["t"]
+    assert ok.system.n_up == cap
+    with pytest.raises(qc.ConfigError, match=r"^sweeps\.t\.system\.n_up: .* exceed"):
+        qc.validate_config(cfg(sweeps__t__system__supercell=1, sweeps__t__system__n_up=cap + 1))
+    # the solver itself fills `cap` electrons in one cell (small cutoff for speed: same rule)
+    from qernel.lattice import MOIRE_RECIPROCAL, lattice_points
+
+    n_pw = len(lattice_points(MOIRE_RECIPROCAL, 1.0 * np.linalg.norm(MOIRE_RECIPROCAL[0])))
+    small = qc.validate_config(cfg(sweeps__t__system__supercell=1, sweeps__t__system__n_up=n_pw - 1,
+                                   sweeps__t__system__n_down=0), resolve=False)["t"].system
+    assert noninteracting_ground_state(small, 1.0, shells=1.0).energy < np.inf
+
+
+def test_components_are_checked_by_their_modules():
+    pytest.importorskip("qernel.model")
+    msg = error(cfg(sweeps__t__model={"d_modell": 8}))
+    assert msg.startswith("sweeps.t.model:") and "d_modell" in msg
+    msg = error(cfg(sweeps__t__model="huge"))
+    assert msg.startswith("sweeps.t.model:") and "huge" in msg
+
+
+def test_batch_must_split_over_depths_and_gpus():
+    msg = error(cfg(sweeps__t__pretrain={"batch_size": 10}))  # 3 depths × 1 GPU
+    assert msg.startswith("sweeps.t.pretrain.batch_size: 10 walkers") and "multiple of 3" in msg
+    msg = error(cfg(sweeps__t__pretrain={"batch_size": 9}, sweeps__t__resources={"pretrain": {"gpu": 2}}))
+    assert "multiple of 6" in msg
+    assert qc.validate_config(cfg(sweeps__t__pretrain={"batch_size": 12},
+                                  sweeps__t__resources={"pretrain": {"gpu": 2}}))
+
+
+def test_pretrain_options_are_checked_by_the_engine():
+    pytest.importorskip("qernel.train")
+    msg = error(cfg(sweeps__t__pretrain={"stepz": 3, "batch_size": 12}))
+    assert msg.startswith("sweeps.t.pretrain:") and "stepz" in msg
+    msg = error(cfg(sweeps__t__pretrain={"steps": -3, "batch_size": 12}))
+    assert msg.startswith("sweeps.t.pretrain.steps:") and "minimum" in msg

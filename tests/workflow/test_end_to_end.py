@@ -1,0 +1,180 @@
+"""End to end: the real workflow (real training) on a tiny sweep in a temporary copy of the
+workflow, through the snakemake command line as a user runs it.
+
+- the run ends with phase_diagram.nc (the variables of DESIGN.md §4) and every figure;
+- running it again does nothing; deleting one depth's outputs reruns only that depth's chain
+  (and the per-sweep phase diagram and figures);
+- a pretraining job killed mid-run resumes from its checkpoint when the workflow is restarted.
+
+Budget: at most 3 minutes on a 2-core CPU for the first run of the tiny sweep below (checked as
+CPU time, 2 × 180 s, so that a busy machine does not fail it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from smk import REPO, job_counts, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+#: The modules the workflow's jobs import (each stage of the pipeline).
+STAGES = {"qernel.model": "make_wavefunction", "qernel.train": "run_training", "qernel.evaluate": "evaluate_depth",
+          "qernel.observables": "compute_observables", "qernel.aggregate": "aggregate", "qernel.plots": "plot_all"}
+
+
+def _missing_stages() -> list[str]:
+    missing = []
+    for module, name in STAGES.items():
+        try:
+            if not hasattr(importlib.import_module(module), name):
+                missing.append(f"{module}.{name}")
+        except ModuleNotFoundError:
+            missing.append(module)
+    return missing
+
+
+_MISSING = _missing_stages()
+requires_pipeline = pytest.mark.skipif(
+    bool(_MISSING), reason=f"the pipeline is not complete yet: missing {', '.join(_MISSING)}")
+_MISSING_TRAINING = [m for m in _MISSING if m.startswith(("qernel.model", "qernel.train"))]
+requires_training = pytest.mark.skipif(
+    bool(_MISSING_TRAINING), reason=f"the engine is not there yet: missing {', '.join(_MISSING_TRAINING)}")
+
+DEPTHS = ["0.000", "6.000"]
+
+
+def tiny_sweep(steps: int = 20, checkpoint_every: int = 5) -> dict:
+    """Two depths, a very small model, a few steps: the pipeline's plumbing, not its physics."""
+    return {
+        "system": {"supercell": [[2, 0], [0, 2]], "n_up": 2, "n_down": 0, "units": "moire",
+                   "coupling": 10.62, "phase_deg": 45, "energy_unit_meV": 3.3756},
+        "depths": [float(v) for v in DEPTHS],
+        "model": {"preset": "tiny", "d_model": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "n_experts": 2,
+                  "top_k": 1, "d_ff": 16, "film_hidden": 8, "n_determinants": 1, "jastrow_hidden": 8},
+        "pretrain": {"steps": steps, "batch_size": 32, "pretrain_steps": 5, "burn_in": 10, "mcmc_steps": 2,
+                     "checkpoint_every": checkpoint_every, "log_every": 5},
+        "evaluate": {"finetune_steps": 0, "samples": 1280, "batch_size": 64, "mcmc_steps": 2, "burn_in": 20},
+        "seed": 0,
+    }
+
+
+def workflow_copy(tmp_path: Path, sweep: dict) -> Path:
+    """A temporary copy of the workflow (Snakefile, rules, schema, the rules' environment file)
+    with a config of one sweep."""
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "workflow", root / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "environment.yml", root / "environment.yml")  # the rules' conda: environment
+    write_config(root / "config" / "config.yaml", {"tiny": sweep})
+    return root
+
+
+def run(root: Path, *args, timeout: float = 600):
+    return snakemake("--cores", "2", "--snakefile", root / "workflow" / "Snakefile", *args, cwd=root,
+                     timeout=timeout)
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def mtimes(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and "/logs/" not in str(p)
+            and "/benchmarks/" not in str(p)}
+
+
+@requires_pipeline
+def test_tiny_sweep_end_to_end(tmp_path):
+    xr = pytest.importorskip("xarray")
+    from qernel.plots import FIGURES
+
+    root = workflow_copy(tmp_path, tiny_sweep())
+    t0, cpu0 = time.time(), _children_cpu()
+    res = run(root)
+    elapsed, cpu = time.time() - t0, _children_cpu() - cpu0
+    assert res.returncode == 0, res.stdout[-6000:]
+
+    results = root / "results" / "tiny"
+    with xr.open_dataset(results / "phase_diagram.nc") as ds:
+        assert ds.sizes["V"] == len(DEPTHS)
+        for name in ("energy", "kinetic_energy", "potential_energy", "interaction_energy"):
+            assert ds[name].dims == ("V",) and f"{name}_stderr" in ds
+        assert set(ds["density"].dims) == {"V", "x", "y"}
+        assert "V" in ds["structure_factor"].dims and "kx" in ds.coords and "ky" in ds.coords
+        assert any("transition" in name for name in list(ds.attrs) + list(ds.variables))
+        for attr in ("units", "energy_unit_meV", "config_hash", "qernel_version", "git_commit"):
+            assert attr in ds.attrs
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            assert (results / "figures" / f"{name}.{ext}").stat().st_size > 0
+    for label in DEPTHS:
+        assert (results / "depth" / label / "evaluation.nc").is_file()
+        assert (results / "depth" / label / "observables.nc").is_file()
+    assert "devices:" in (results / "logs" / "pretrain.log").read_text()
+
+    # a finished workflow: nothing to do, nothing touched
+    before = mtimes(results)
+    res = run(root)
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout, res.stdout[-3000:]
+    assert mtimes(results) == before
+
+    # deleting one depth's outputs reruns that depth's chain only
+    shutil.rmtree(results / "depth" / DEPTHS[1])
+    res = run(root)
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert job_counts(res.stdout) == {"evaluate": 1, "observables": 1, "aggregate": 1, "plot": 1, "all": 1}
+    after = mtimes(results)
+    for path, mtime in before.items():
+        if f"/depth/{DEPTHS[1]}/" not in str(path) and path.name != "phase_diagram.nc" and "figures" not in str(path):
+            assert after[path] == mtime, f"{path} was rewritten"
+
+    # the budget: 3 minutes on a 2-core CPU. Measured as CPU time (all processes of the run),
+    # which does not depend on what else the machine is doing: at most 2 cores × 180 s.
+    print(f"tiny sweep: {elapsed:.0f} s wall, {cpu:.0f} s CPU")
+    assert cpu < 2 * 180, f"the tiny sweep used {cpu:.0f} CPU-s ({elapsed:.0f} s wall); budget 2 cores × 180 s"
+
+
+@requires_training
+def test_killed_pretraining_resumes_from_its_checkpoint(tmp_path):
+    root = workflow_copy(tmp_path, tiny_sweep(steps=100, checkpoint_every=3))
+    target = "results/tiny/pretrain/model.msgpack"
+    ckpts = root / "results" / "tiny" / "pretrain" / "checkpoints"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(root / "workflow" / "Snakefile"),
+           target]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and len(list(ckpts.glob("ckpt_*"))) < 2:
+            time.sleep(0.5)
+        assert proc.poll() is None, "the pretraining finished before it could be killed: raise `steps`"
+        assert len(list(ckpts.glob("ckpt_*"))) >= 2, "no checkpoint within 300 s"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole job, as a node failure or a hard time limit
+        proc.wait()
+    kept = sorted(p.name for p in ckpts.glob("ckpt_*"))
+    assert not (root / target).exists()
+
+    # restart: unlock (the killed run left its lock), rerun the incomplete job
+    assert run(root, "--unlock").returncode == 0
+    res = run(root, target, "--rerun-incomplete")
+    assert res.returncode == 0, res.stdout[-6000:]
+    log = (root / "results" / "tiny" / "pretrain" / "train.log").read_text()
+    m = re.search(r"resumed from (ckpt_\S+) at step (\d+)", log)
+    assert m, log[-3000:]
+    assert m.group(1) in kept and int(m.group(2)) > 0
+    assert (root / target).is_file()

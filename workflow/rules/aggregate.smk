@@ -1,0 +1,19 @@
+# The phase diagram of a sweep: every depth's observables in one dataset over V.
+rule aggregate:
+    input:
+        config=snapshot("analysis"),
+        observables=lambda wildcards: depth_files(wildcards.sweep, "observables.nc"),
+    output:
+        phase_diagram=sweep_file("{sweep}", "phase_diagram.nc"),
+    log:
+        sweep_file("{sweep}", "logs", "aggregate.log"),
+    benchmark:
+        sweep_file("{sweep}", "benchmarks", "aggregate.tsv")
+    threads: rule_threads("aggregate")
+    resources:
+        **rule_resources("aggregate"),
+    conda:
+        CONDA_ENV
+    shell:
+        "qernel aggregate --config {input.config} --sweep {wildcards.sweep}"
+        " --out {output.phase_diagram} {input.observables} >> {log} 2>&1"

@@ -1,0 +1,25 @@
+# Pretraining of the shared conditioned model over all depths of a sweep (one GPU job).
+# The engine keeps its resume checkpoints in results/<sweep>/pretrain/checkpoints/, which is
+# deliberately NOT an output: Snakemake deletes the outputs of a killed or failed job, and the
+# checkpoints must survive so that the restarted job resumes instead of starting over.
+# model.msgpack is a copy of the final checkpoint. The log is appended to, never truncated.
+rule pretrain:
+    input:
+        config=snapshot("pretrain"),
+    output:
+        train=sweep_file("{sweep}", "pretrain", "train.nc"),
+        model=sweep_file("{sweep}", "pretrain", "model.msgpack"),
+    params:
+        out_dir=output_dir("model"),
+    log:
+        sweep_file("{sweep}", "logs", "pretrain.log"),
+    benchmark:
+        sweep_file("{sweep}", "benchmarks", "pretrain.tsv")
+    threads: rule_threads("pretrain")
+    resources:
+        **rule_resources("pretrain"),
+    conda:
+        CONDA_ENV
+    shell:
+        "qernel pretrain --config {input.config} --sweep {wildcards.sweep}"
+        " --out-dir {params.out_dir} --model-out {output.model} >> {log} 2>&1"
