@@ -507,7 +507,7 @@ def observables_dataset(depth: float, energy: EnergyResult | None = None, densit
 _EVALUATION_REQUIRED = ("energy", "kinetic_energy", "potential_energy", "interaction_energy", "local_energy_variance",
                         "density", "supercell_density")
 #: Attrs of evaluation.nc that describe one run, not the observables (not carried over).
-_EVALUATION_RUN_ATTRS = ("date_created", "eval_config", "supercell", "pair_r_max", "steps_per_block")
+_EVALUATION_RUN_ATTRS = ("date_created", "supercell", "pair_r_max")
 
 
 def _series(ds: xr.Dataset, name: str, dims: tuple = ()) -> np.ndarray:

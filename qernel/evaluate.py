@@ -1,0 +1,895 @@
+"""Evaluation at one depth: load the shared model, fine-tune (optional), sample a long chain.
+
+    cfg = EvalConfig.from_dict(sweep["evaluate"])
+    evaluate_depth(system, wf, "results/demo/pretrain/model.msgpack", depth, cfg,
+                   "results/demo/depth/2.500/evaluation.nc", seed=..., attrs=provenance)
+    ds = sample_observables(system, log_psi, params, depth, cfg, key)   # the sampling core alone
+
+Steps of `evaluate_depth`:
+
+1. load the pretrained parameters (`qernel.checkpoint.load_model`); a missing, corrupt or
+   mismatched file is an error naming the path;
+2. if `finetune_steps > 0`: fine-tune at this depth alone with `qernel.train.run_training`,
+   starting from the loaded parameters (no orbital pretraining), its checkpoints, train.nc and
+   train.log in `<out stem>_checkpoints/finetune/` beside the output, so a killed job resumes;
+3. `sample_observables`: Metropolis–Hastings burn-in (the proposal width adapts), then
+   T = ceil(samples / batch_size) measurement steps, each after `mcmc_steps` moves of all
+   walkers with the width frozen. One jitted function does the moves and every estimator of a
+   step, vectorised over walkers and electrons. Sampling checkpoints (walkers + series so far)
+   are written about every 10 % in `<out stem>_checkpoints/sampling/`; a rerun resumes from the
+   newest and gives the same chain (the key of step t is fold_in(key, t)); they are removed
+   once evaluation.nc is written (with the whole folder when there was no fine-tuning). A step
+   with a non-finite local energy is redone from the same walkers with new random numbers (at
+   most MAX_RETRIES times, then an error naming the depth and step);
+4. write evaluation.nc (atomically, with provenance) holding the per-step series below.
+
+Every estimator is averaged over the walkers first: one number per step and observable, a time
+series whose error bar `qernel.observables.compute_observables` gets by reblocking (walkers are
+independent chains; the steps are correlated).
+
+evaluation.nc
+-------------
+Dimensions: step (T), x, y (folded density grid), sx, sy (supercell density grid), k (K
+supercell reciprocal vectors, 0 < |k| <= structure_factor_shells · 4π/√3), r (pair-distance
+bins; absent when pair_correlation_bins = 0).
+
+    energy, kinetic_energy, potential_energy, interaction_energy (step)
+        walker means of the local-energy components per electron, E_M (energy = the sum of the
+        other three, sample by sample)
+    local_energy_variance (step)   variance over the walkers of the total local energy E_L of
+                                   one configuration (E_M², not per electron, ddof 0)
+    acceptance (step)              Metropolis acceptance of the step's moves
+    mcmc_width (step)              proposal width (a_M; frozen after burn-in)
+    density (step, x, y)           walker mean of the folded histogram density (a_M⁻²; the
+                                   estimator of `qernel.observables.DensityAccumulator`)
+    supercell_density (T', sx, sy) the same on the supercell grid
+    rho_k_abs2 (T', k)             walker mean of |ρ_k|²/N, ρ_k = Σ_i exp(−i k·r_i)
+    rho_k_real, rho_k_imag (T', k) walker means of Re ρ_k, Im ρ_k
+    pair_correlation (T', r)       walker mean of the g(r) histogram estimator
+    coords: step (1..T), x, y, sx, sy (bin centres, fractional), cart_x, cart_y (x, y),
+            kx, ky, k_norm (k), r (bin centres, a_M)
+
+T' is `step` unless a variable's full series would exceed `max_series_elements` numbers;
+then consecutive steps are averaged in blocks of 2^j steps (the smallest j that fits; the last
+block may be shorter) and its time dimension is `<name>_block` with the variable attr
+`steps_per_block`. Reblocking block averages of 2^j steps reproduces levels >= j of the full
+series' blocking analysis, so the error bars stay right (at worst a little noisier).
+
+Global attrs: depth (E_M), depth_meV, energy_unit_meV, n_electrons, n_up, n_down, filling,
+supercell (JSON), n_walkers, n_steps, n_samples, mcmc_steps, burn_in, laplacian, dtype,
+eval_config (JSON), n_devices, device_kind, pair_r_max; from `evaluate_depth` also
+model_checkpoint, model_sha256, finetune_steps (and finetune_config, finetune_dir), plus the
+provenance attrs of `qernel.io`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from qernel import checkpoint, parallel
+from qernel.hamiltonian import LAPLACIAN_METHODS, make_local_energy
+from qernel.lattice import MOIRE_LATTICE, MOIRE_RECIPROCAL
+from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
+from qernel.observables import (
+    DEFAULT_CELL_BINS,
+    DEFAULT_K_SHELLS,
+    MOIRE_CELL_AREA,
+    _image_shifts,
+    _pair_counts,
+    _sk_moments,
+    bin_centres,
+    default_kvectors,
+)
+from qernel.stats import reblock
+from qernel.system import System
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "float64")
+#: Bound on the elements of the largest intermediate array of one estimator call (walkers ×
+#: electrons × k-vectors, or walkers × pairs × images): larger work is done in chunks.
+MAX_CHUNK_ELEMENTS = 2**24
+#: A measurement step with a non-finite local energy is redone from the same walkers with new
+#: random numbers up to this many times before the evaluation stops with an error.
+MAX_RETRIES = 3
+#: Keys of `finetune:` that evaluate sets itself.
+_FINETUNE_RESERVED = {"steps": "finetune_steps", "pretrain_steps": None}
+
+
+# -- configuration ------------------------------------------------------------------------------
+def _bins(value, name: str) -> tuple[int, int]:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an integer or a pair [n_x, n_y], got {value!r}")
+        out = tuple(value)
+    else:
+        out = (value, value)
+    for v in out:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must hold integers >= 1, got {value!r}")
+    return int(out[0]), int(out[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Options of the per-depth evaluation (the sweep's `evaluate:` mapping; config/README.md).
+
+    finetune_steps: optimisation steps at this depth before measuring (0 = none).
+    finetune: extra `qernel.train.TrainConfig` keys for fine-tuning (e.g. {learning_rate: 0.01}),
+        merged over the pretraining's settings read from the model file (see `finetune_config`).
+    samples: local-energy samples to measure = batch_size × measurement steps (rounded up to
+        whole steps). batch_size: walkers (a multiple of the device count).
+    mcmc_steps: Metropolis–Hastings moves of every walker between measurements.
+    burn_in: moves before the first measurement (the proposal width adapts toward
+        target_acceptance during burn-in only; init_width is its start, a_M).
+    density_bins: the folded moiré-cell density grid (n_x, n_y) (an integer n: (n, n));
+    supercell_density_bins: the supercell grid (default: density_bins × |L_i| in moiré periods).
+    structure_factor_shells: S(k) at supercell reciprocal vectors with |k| <= shells · 4π/√3.
+    pair_correlation_bins: g(r) bins up to half the shortest supercell vector (0 = no g(r)).
+    laplacian: "folx" or "jvp". dtype: "float32", "float64", or None (the pretraining's dtype).
+    checkpoint_every: measurement steps between sampling checkpoints (0: about every 10 %).
+    max_series_elements: the most numbers one per-step series may hold in evaluation.nc before
+        its steps are averaged in blocks (see the module docstring).
+    """
+
+    finetune_steps: int = 0
+    finetune: dict = dataclasses.field(default_factory=dict)
+    samples: int = 100_000
+    batch_size: int = 512
+    mcmc_steps: int = 10
+    burn_in: int = 500
+    target_acceptance: float = 0.5
+    init_width: float = 0.1
+    density_bins: tuple = DEFAULT_CELL_BINS
+    supercell_density_bins: tuple | None = None
+    structure_factor_shells: float = DEFAULT_K_SHELLS
+    pair_correlation_bins: int = 50
+    laplacian: str = "folx"
+    dtype: str | None = None
+    checkpoint_every: int = 0
+    max_series_elements: int = 2**24
+
+    def __post_init__(self):
+        ints = {"finetune_steps": 0, "samples": 1, "batch_size": 1, "mcmc_steps": 1, "burn_in": 0,
+                "pair_correlation_bins": 0, "checkpoint_every": 0, "max_series_elements": 1}
+        for name, minimum in ints.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+        for name in ("target_acceptance", "init_width", "structure_factor_shells"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        if not self.target_acceptance < 1.0:
+            raise ValueError(f"target_acceptance must be in (0, 1), got {self.target_acceptance!r}")
+        object.__setattr__(self, "density_bins", _bins(self.density_bins, "density_bins"))
+        if self.supercell_density_bins is not None:
+            object.__setattr__(self, "supercell_density_bins",
+                               _bins(self.supercell_density_bins, "supercell_density_bins"))
+        if self.laplacian not in LAPLACIAN_METHODS:
+            raise ValueError(f"laplacian must be one of {LAPLACIAN_METHODS}, got {self.laplacian!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES} (or null: the pretraining's), got {self.dtype!r}")
+        if not isinstance(self.finetune, dict):
+            raise ValueError(f"finetune must be a mapping of training options, got {self.finetune!r}")
+        for key, instead in _FINETUNE_RESERVED.items():
+            if key in self.finetune:
+                hint = f"use evaluate.{instead}" if instead else "fine-tuning starts from the pretrained model"
+                raise ValueError(f"finetune.{key} is set by the evaluation ({hint})")
+        from qernel.train import TrainConfig
+
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(self.finetune) - known)
+        if unknown:
+            raise ValueError(f"unknown finetune key(s) {['finetune.' + k for k in unknown]}; "
+                             f"known: {sorted(known - set(_FINETUNE_RESERVED))}")
+        object.__setattr__(self, "finetune", dict(self.finetune))
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "EvalConfig":
+        """From a mapping (the sweep's `evaluate:`); an unknown key raises ValueError naming it."""
+        d = dict(d or {})
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown evaluate key(s) {unknown}; known keys: {sorted(known)}")
+        for name in ("target_acceptance", "init_width", "structure_factor_shells"):
+            if isinstance(d.get(name), int) and not isinstance(d.get(name), bool):
+                d[name] = float(d[name])
+        if d.get("finetune") is None and "finetune" in d:
+            d["finetune"] = {}
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["density_bins"] = list(self.density_bins)
+        if self.supercell_density_bins is not None:
+            out["supercell_density_bins"] = list(self.supercell_density_bins)
+        return out
+
+    @property
+    def n_steps(self) -> int:
+        """Measurement steps: ceil(samples / batch_size)."""
+        return -(-self.samples // self.batch_size)
+
+
+def _dtype_context(dtype: str):
+    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+
+
+def device_summary() -> tuple[int, str]:
+    """(count, "kind (platform)") of the local JAX devices."""
+    devices = jax.local_devices()
+    kinds = ", ".join(sorted({getattr(d, "device_kind", "?") for d in devices}))
+    return len(devices), f"{kinds} ({devices[0].platform})"
+
+
+# -- the jitted measurement -------------------------------------------------------------------------
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+    limit = max(1, min(n, limit))
+    for d in range(limit, 0, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
+def _histogram(frac, bins: tuple[int, int]):
+    """Counts (n_x, n_y) of fractional coordinates frac (P, 2) in [0, 1) (jit-able)."""
+    nx, ny = bins
+    ix = jnp.clip(jnp.floor(frac[:, 0] * nx).astype(jnp.int32), 0, nx - 1)
+    iy = jnp.clip(jnp.floor(frac[:, 1] * ny).astype(jnp.int32), 0, ny - 1)
+    return jnp.bincount(ix * ny + iy, length=nx * ny).reshape(nx, ny)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grids:
+    """The estimator grids of one evaluation (hashable: a static part of the jitted step)."""
+
+    cell_bins: tuple[int, int]
+    supercell_bins: tuple[int, int]
+    kvectors: tuple  # ((kx, ky), ...)
+    pair_bins: int
+    pair_r_max: float
+
+    @property
+    def k_array(self) -> np.ndarray:
+        return np.asarray(self.kvectors, dtype=float).reshape(-1, 2)
+
+    @property
+    def r(self) -> np.ndarray:
+        edges = np.linspace(0.0, self.pair_r_max, self.pair_bins + 1)
+        return 0.5 * (edges[1:] + edges[:-1])
+
+
+def pair_r_limit(supercell) -> float:
+    """Half the shortest supercell lattice vector (the largest r of g(r)), a_M."""
+    cutoff = 2.0 * np.max(np.linalg.norm(supercell.lattice, axis=-1))
+    return 0.5 * float(np.min(np.linalg.norm(supercell.lattice_vectors(cutoff, include_origin=False), axis=-1)))
+
+
+def make_grids(system: System, cfg: EvalConfig) -> _Grids:
+    """The density, k and r grids that `cfg` asks for on this system's supercell."""
+    sc = system.supercell
+    sbins = cfg.supercell_density_bins
+    if sbins is None:
+        reps = [max(1, int(round(np.linalg.norm(sc.lattice[i])))) for i in range(2)]
+        sbins = (cfg.density_bins[0] * reps[0], cfg.density_bins[1] * reps[1])
+    k = default_kvectors(sc, cfg.structure_factor_shells)
+    pair_bins = cfg.pair_correlation_bins if system.n_electrons >= 2 else 0
+    return _Grids(tuple(cfg.density_bins), tuple(sbins), tuple(map(tuple, k.tolist())), int(pair_bins),
+                  pair_r_limit(sc))
+
+
+def make_estimators(system: System, log_psi, grids: _Grids, laplacian: str = "folx"):
+    """estimators(params, x (W, N, 2), cond (W, n_cond)) -> dict of walker means for one step.
+
+    Keys (shapes): energy (4,) per electron [total, kinetic, potential, interaction];
+    local_energy_variance (); n_nonfinite () (walkers whose local energy is NaN or inf);
+    density (n_x, n_y); supercell_density (m_x, m_y);
+    rho_k (K, 3) [|ρ_k|²/N, Re ρ_k, Im ρ_k]; pair_correlation (n_r,) (if pair_bins > 0).
+    Pure and jit-able; no Python loop over walkers or electrons.
+    """
+    sc = system.supercell
+    n_el = system.n_electrons
+    local_energy = jax.vmap(make_local_energy(system, log_psi, laplacian), in_axes=(None, 0, 0))
+    cell_to_frac = MOIRE_RECIPROCAL.T / (2.0 * np.pi)
+    super_to_frac = sc.reciprocal.T / (2.0 * np.pi)
+    cell_bin_area = MOIRE_CELL_AREA / (grids.cell_bins[0] * grids.cell_bins[1])
+    super_bin_area = sc.area / (grids.supercell_bins[0] * grids.supercell_bins[1])
+    kvec = grids.k_array
+    n_k = len(kvec)
+    if grids.pair_bins:
+        edges = np.linspace(0.0, grids.pair_r_max, grids.pair_bins + 1)
+        shell_area = np.pi * (edges[1:] ** 2 - edges[:-1] ** 2)
+        pair_norm = sc.area / (n_el * (n_el - 1)) * 2.0 / shell_area  # per walker
+        inv_lattice, lattice, shifts = np.linalg.inv(sc.lattice), sc.lattice, _image_shifts(sc)
+
+    def estimators(params, x, cond):
+        dt = x.dtype
+        w = x.shape[0]
+        kin, pot, inter = local_energy(params, x, cond)
+        total = kin + pot + inter
+        energy = jnp.stack([jnp.mean(total), jnp.mean(kin), jnp.mean(pot), jnp.mean(inter)]) / n_el
+        variance = jnp.mean((total - jnp.mean(total)) ** 2)
+        pts = x.reshape(-1, 2)
+        fc = pts @ jnp.asarray(cell_to_frac, dt)
+        fs = pts @ jnp.asarray(super_to_frac, dt)
+        density = _histogram(fc - jnp.floor(fc), grids.cell_bins).astype(dt) / (w * sc.n_cells * cell_bin_area)
+        sdensity = _histogram(fs - jnp.floor(fs), grids.supercell_bins).astype(dt) / (w * super_bin_area)
+        out = {"energy": energy, "local_energy_variance": variance, "density": density,
+               "supercell_density": sdensity, "n_nonfinite": jnp.sum(~jnp.isfinite(total))}
+        if n_k:
+            kc = max(1, min(n_k, MAX_CHUNK_ELEMENTS // max(1, w * n_el)))
+            n_chunks = -(-n_k // kc)
+            kpad = np.zeros((n_chunks * kc, 2))
+            kpad[:n_k] = kvec
+            kchunks = jnp.asarray(kpad.reshape(n_chunks, kc, 2), dt)
+            sums = jax.lax.map(lambda kk: _sk_moments(x[None], kk)[0], kchunks)  # (chunks, kc, 3)
+            out["rho_k"] = sums.reshape(-1, 3)[:n_k] / w
+        if grids.pair_bins:
+            n_pairs = n_el * (n_el - 1) // 2
+            wc = _largest_divisor_at_most(w, MAX_CHUNK_ELEMENTS // max(1, n_pairs * 9 * 2))
+            xc = x.reshape(w // wc, wc, n_el, 2)
+            counts = jax.lax.map(
+                lambda xx: _pair_counts(xx[None], jnp.asarray(inv_lattice, dt), jnp.asarray(lattice, dt),
+                                        jnp.asarray(shifts, dt), grids.pair_r_max, grids.pair_bins)[0], xc)
+            out["pair_correlation"] = jnp.sum(counts, axis=0).astype(dt) * jnp.asarray(pair_norm, dt) / w
+        return out
+
+    return estimators
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(system: System, log_psi, grids: _Grids, laplacian: str, mcmc_steps: int, target_acceptance: float):
+    """(burn_in_block, measure) jitted: burn-in moves with width adaptation; a measurement step."""
+    burn = jax.jit(make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=True), donate_argnums=(1,))
+    mcmc = make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=False)
+    estimators = make_estimators(system, log_psi, grids, laplacian)
+
+    def measure(params, state: MCMCState, key):
+        state = mcmc(params, state, key)
+        stats = estimators(params, state.positions, state.cond)
+        stats["acceptance"] = state.acceptance[0]
+        stats["mcmc_width"] = state.width[0]
+        return state, stats
+
+    return burn, jax.jit(measure)  # no donation: a step with non-finite energies is redone from its input
+
+
+# -- per-step series, block-averaged when too large ----------------------------------------------------
+class _Series:
+    """Per-step values of one observable, summed into blocks of `block` steps (a power of 2)."""
+
+    def __init__(self, n_steps: int, shape: tuple, max_elements: int):
+        size = int(np.prod(shape, dtype=np.int64))
+        block = 1
+        while -(-n_steps // block) * size > max_elements and block < n_steps:
+            block *= 2
+        self.block, self.n_steps, self.shape = block, n_steps, tuple(shape)
+        self.sums = np.zeros((-(-n_steps // block),) + self.shape)
+
+    def add(self, t0: int, values: np.ndarray) -> None:
+        """Add the values (B, *shape) of steps t0 .. t0 + B − 1."""
+        idx = (t0 + np.arange(values.shape[0])) // self.block
+        np.add.at(self.sums, idx, values)
+
+    def values(self, n_done: int | None = None) -> np.ndarray:
+        """Block means of the first n_done steps (default: all)."""
+        n = self.n_steps if n_done is None else n_done
+        n_blocks = -(-n // self.block)
+        counts = np.minimum(self.block, n - self.block * np.arange(n_blocks)).astype(float)
+        return self.sums[:n_blocks] / counts.reshape((-1,) + (1,) * len(self.shape))
+
+
+_SCALAR_SERIES = ("energy", "kinetic_energy", "potential_energy", "interaction_energy", "local_energy_variance",
+                  "acceptance", "mcmc_width")
+
+
+def _series_shapes(grids: _Grids) -> dict[str, tuple]:
+    shapes = {name: () for name in _SCALAR_SERIES}
+    shapes["density"] = grids.cell_bins
+    shapes["supercell_density"] = grids.supercell_bins
+    n_k = len(grids.kvectors)
+    if n_k:
+        shapes.update(rho_k_abs2=(n_k,), rho_k_real=(n_k,), rho_k_imag=(n_k,))
+    if grids.pair_bins:
+        shapes["pair_correlation"] = (grids.pair_bins,)
+    return shapes
+
+
+def _split_stats(stats: dict) -> dict[str, np.ndarray]:
+    """Host stats of B steps (leading axis B) → series name → (B, *shape)."""
+    out = {"energy": stats["energy"][:, 0], "kinetic_energy": stats["energy"][:, 1],
+           "potential_energy": stats["energy"][:, 2], "interaction_energy": stats["energy"][:, 3]}
+    for name in ("local_energy_variance", "acceptance", "mcmc_width", "density", "supercell_density",
+                 "pair_correlation"):
+        if name in stats:
+            out[name] = stats[name]
+    if "rho_k" in stats:
+        out["rho_k_abs2"], out["rho_k_real"], out["rho_k_imag"] = (stats["rho_k"][..., i] for i in range(3))
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+# -- the sampling core -----------------------------------------------------------------------------------
+def sample_observables(system: System, log_psi, params, depth: float, cfg: EvalConfig, key, *,
+                       checkpoint_dir=None, mesh=None,
+                       callback: Callable[[int, MCMCState, dict], Any] | None = None) -> xr.Dataset:
+    """Sample |ψ(·; V)|² at one depth and return the evaluation dataset (module docstring).
+
+    log_psi: a `qernel.hamiltonian.LogPsi` (e.g. `Wavefunction.log_psi`, or
+    `qernel.bands.slater_log_psi(...)`); params: its parameters (any pytree, may be None);
+    depth: V in E_M; key: a jax PRNG key. checkpoint_dir: where sampling checkpoints go (None:
+    none); an existing newest checkpoint there is resumed. callback(t, state, stats): after
+    every measurement step t (1-based) with the walkers (device arrays) and that step's
+    estimators (a test hook; returning True stops the sampling early, as if killed).
+    The dataset has no provenance attrs (`evaluate_depth` adds them).
+    """
+    if isinstance(cfg, dict):
+        cfg = EvalConfig.from_dict(cfg)
+    dtype = cfg.dtype or "float32"
+    with _dtype_context(dtype):
+        return _sample(system, log_psi, params, float(depth), cfg, dtype, key, checkpoint_dir, mesh, callback)
+
+
+def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mesh, callback):
+    jdtype = jnp.float64 if dtype == "float64" else jnp.float32
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    n_dev = mesh.devices.size
+    parallel.check_batch_size(cfg.batch_size, n_dev, 1, key="evaluate.batch_size")
+    n_dev_all, kind = device_summary()
+    grids = make_grids(system, cfg)
+    n_steps, w, n_el = cfg.n_steps, cfg.batch_size, system.n_electrons
+    log.info("sampling V = %.6g E_M: %d walkers × %d steps (%d samples), %d moves between measurements, "
+             "burn-in %d moves; %d k-vectors; %s; dtype %s; %d device(s) in the mesh: %s",
+             depth, w, n_steps, w * n_steps, cfg.mcmc_steps, cfg.burn_in, len(grids.kvectors),
+             cfg.laplacian, dtype, n_dev, kind)
+
+    params = jax.tree.map(lambda a: jnp.asarray(a).astype(jdtype)
+                          if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else jnp.asarray(a), params)
+    params = parallel.replicate(params, mesh)
+    k_init, k_burn, k_meas = (jax.random.fold_in(key, i) for i in range(3))
+    cond = jnp.full((w, 1), depth, jdtype)
+    state = init_walkers(k_init, system, cond, width=cfg.init_width, dtype=jdtype)
+    series = {name: _Series(n_steps, shape, cfg.max_series_elements) for name, shape in _series_shapes(grids).items()}
+    burn, measure = _compiled(system, log_psi, grids, cfg.laplacian, cfg.mcmc_steps, float(cfg.target_acceptance))
+
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    start = None
+    meta = {"depth": depth, "batch_size": w, "n_steps": n_steps, "dtype": dtype}
+    if ckpt_dir is not None and (resume := checkpoint.latest(ckpt_dir)) is not None:
+        raw = checkpoint.load(resume)
+        stored = {k: raw["meta"][k] for k in meta}
+        stored["depth"], stored["batch_size"] = float(stored["depth"]), int(stored["batch_size"])
+        stored["n_steps"] = int(stored["n_steps"])
+        if stored != meta:
+            raise ValueError(f"{resume}: sampling checkpoint of another evaluation ({stored} != {meta}); "
+                             f"remove {ckpt_dir} to start afresh")
+        state = MCMCState(**{f: jnp.asarray(raw["state"][f]) for f in MCMCState._fields})
+        start = int(raw["meta"]["t"])
+        for name, s in series.items():
+            s.sums[...] = np.asarray(raw["series"][name]).reshape(s.sums.shape)
+        log.info("resumed sampling from %s at step %d/%d", resume.name, start, n_steps)
+    state = _place_walkers(state, mesh)
+
+    def save(t: int) -> None:
+        if ckpt_dir is None:
+            return
+        tree = {"state": parallel.to_host(state), "series": {n: s.sums for n, s in series.items()},
+                "meta": {**meta, "t": t}}
+        path = checkpoint.save(checkpoint.checkpoint_path(ckpt_dir, t), tree)
+        for _, old in checkpoint.list_checkpoints(ckpt_dir):
+            if old != path:
+                old.unlink(missing_ok=True)
+
+    t0 = time.time()
+    if start is None:
+        n_burn = -(-cfg.burn_in // cfg.mcmc_steps)
+        for i in range(n_burn):
+            state = burn(params, state, jax.random.fold_in(k_burn, i))
+        acc = float(jax.device_get(state.acceptance)[0]) if n_burn else float("nan")
+        log.info("burn-in: %d moves in %.1f s; acceptance %.3f, width %.4g a_M", n_burn * cfg.mcmc_steps,
+                 time.time() - t0, acc, float(jax.device_get(state.width)[0]))
+        start = 0
+        save(0)
+
+    every = cfg.checkpoint_every or max(1, -(-n_steps // 10))
+    report = max(1, -(-n_steps // 10))
+    pending: list = []
+    t_start = time.time()
+
+    def flush(t_end: int) -> None:
+        if not pending:
+            return
+        host = jax.device_get(pending)
+        stacked = {k: np.stack([h[k] for h in host]) for k in host[0]}
+        for name, values in _split_stats(stacked).items():
+            series[name].add(t_end - len(host), values)
+        pending.clear()
+
+    stopped = False
+    for t in range(start + 1, n_steps + 1):
+        key_t = jax.random.fold_in(k_meas, t)
+        for attempt in range(MAX_RETRIES + 1):
+            new_state, stats = measure(params, state, jax.random.fold_in(key_t, attempt))
+            n_bad = int(stats["n_nonfinite"])
+            if n_bad == 0:
+                break
+            log.warning("V = %g E_M, measurement step %d: %d walker(s) with non-finite local energies; "
+                        "redoing the step with new random numbers (attempt %d)", depth, t, n_bad, attempt + 2)
+        else:
+            raise FloatingPointError(
+                f"evaluation at depth V = {depth:g} E_M stopped at measurement step {t}: non-finite local energies "
+                f"in {MAX_RETRIES + 1} attempts (last: {n_bad} of {w} walkers)")
+        state = new_state
+        pending.append(stats)
+        if callback is not None and callback(t, state, stats):
+            flush(t)
+            save(t)
+            stopped = True
+            break
+        if t % report == 0 or t % every == 0 or t == n_steps or len(pending) >= 64:
+            flush(t)
+        if t % every == 0 and t < n_steps:
+            save(t)
+        if t % report == 0 or t == n_steps:
+            e = series["energy"].values(t)
+            acc = series["acceptance"].values(t)
+            if len(e) >= 2:
+                r = reblock(e, warn=False)
+                err = f" ± {float(r.stderr):.2e}"
+            else:
+                r, err = None, ""
+            rate = (t - start) / max(time.time() - t_start, 1e-9)
+            log.info("step %d/%d (%3.0f%%): E/N = %.6f%s E_M, acceptance %.3f, %.2f steps/s",
+                     t, n_steps, 100.0 * t / n_steps, float(np.mean(e)) if r is None else float(r.mean), err,
+                     float(np.mean(acc)), rate)
+    if stopped:
+        raise SamplingInterrupted(t)
+
+    return _dataset(system, depth, cfg, dtype, grids, series, n_dev_all, kind)
+
+
+class SamplingInterrupted(RuntimeError):
+    """Sampling stopped by the callback (a test hook that simulates a killed job)."""
+
+    def __init__(self, step: int):
+        super().__init__(f"sampling stopped by the callback after step {step}")
+        self.step = step
+
+
+def _place_walkers(state: MCMCState, mesh) -> MCMCState:
+    bat, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+    return MCMCState(*(jax.device_put(jnp.asarray(a), bat if f in ("positions", "cond", "log_psi", "group") else rep)
+                       for f, a in zip(MCMCState._fields, state)))
+
+
+def _dataset(system, depth, cfg, dtype, grids: _Grids, series: dict, n_devices: int, kind: str) -> xr.Dataset:
+    n_steps = cfg.n_steps
+    sc = system.supercell
+    cx, cy = bin_centres(grids.cell_bins[0]), bin_centres(grids.cell_bins[1])
+    u, v = np.meshgrid(cx, cy, indexing="ij")
+    cart = np.stack([u, v], axis=-1) @ MOIRE_LATTICE
+    kvec = grids.k_array
+    coords = {"step": ("step", np.arange(1, n_steps + 1)), "x": cx, "y": cy,
+              "sx": bin_centres(grids.supercell_bins[0]), "sy": bin_centres(grids.supercell_bins[1]),
+              "cart_x": (("x", "y"), cart[..., 0]), "cart_y": (("x", "y"), cart[..., 1])}
+    if len(kvec):
+        coords.update(kx=("k", kvec[:, 0]), ky=("k", kvec[:, 1]), k_norm=("k", np.linalg.norm(kvec, axis=-1)))
+    if grids.pair_bins:
+        coords["r"] = grids.r
+    space = {"density": ("x", "y"), "supercell_density": ("sx", "sy"), "rho_k_abs2": ("k",),
+             "rho_k_real": ("k",), "rho_k_imag": ("k",), "pair_correlation": ("r",)}
+    info = {
+        "energy": ("E_M", "walker mean of the total local energy per electron, per step"),
+        "kinetic_energy": ("E_M", "walker mean of the kinetic local energy per electron, per step"),
+        "potential_energy": ("E_M", "walker mean of the moire potential energy per electron, per step"),
+        "interaction_energy": ("E_M", "walker mean of the interaction energy per electron "
+                                      "(Ewald, incl. Madelung), per step"),
+        "local_energy_variance": ("E_M^2", "variance over walkers of the total local energy of one "
+                                           "configuration, per step"),
+        "acceptance": ("1", "Metropolis acceptance of the moves before each measurement"),
+        "mcmc_width": ("a_M", "Metropolis proposal width"),
+        "density": ("a_M^-2", "walker mean of the folded one-body density histogram, per step"),
+        "supercell_density": ("a_M^-2", "walker mean of the supercell one-body density histogram, per step"),
+        "rho_k_abs2": ("1", "walker mean of |rho_k|^2 / N, per step"),
+        "rho_k_real": ("1", "walker mean of Re rho_k, rho_k = sum_i exp(-i k.r_i), per step"),
+        "rho_k_imag": ("1", "walker mean of Im rho_k, per step"),
+        "pair_correlation": ("1", "walker mean of the pair-correlation histogram estimator g(r), per step"),
+    }
+    data = {}
+    for name, s in series.items():
+        values = s.values()
+        tdim = "step" if s.block == 1 else f"{name}_block"
+        attrs = {"units": info[name][0], "long_name": info[name][1], "steps_per_block": int(s.block)}
+        enc = np.float64 if name in _SCALAR_SERIES or dtype == "float64" else np.float32
+        data[name] = xr.Variable((tdim,) + space.get(name, ()), values.astype(enc), attrs)
+        if s.block > 1:
+            coords[tdim] = (tdim, 1 + s.block * np.arange(values.shape[0]))
+            log.info("%s: %d steps stored as %d block averages of %d steps (max_series_elements %d)",
+                     name, n_steps, values.shape[0], s.block, cfg.max_series_elements)
+    e_m = system.energy_unit_meV
+    attrs = {
+        "depth": float(depth),
+        "energy_unit_meV": float("nan") if e_m is None else float(e_m),
+        "depth_meV": float(depth) * (float("nan") if e_m is None else float(e_m)),
+        "n_electrons": int(system.n_electrons), "n_up": int(system.n_up), "n_down": int(system.n_down),
+        "filling": float(system.filling), "coupling": float(system.coupling), "phase_deg": float(system.phase_deg),
+        "supercell": json.dumps([list(r) for r in sc.matrix]),
+        "n_walkers": int(cfg.batch_size), "n_steps": int(n_steps), "n_samples": int(cfg.batch_size * n_steps),
+        "mcmc_steps": int(cfg.mcmc_steps), "burn_in": int(cfg.burn_in), "laplacian": cfg.laplacian, "dtype": dtype,
+        "eval_config": json.dumps(cfg.to_dict(), sort_keys=True, default=str),
+        "n_devices": int(n_devices), "device_kind": kind, "pair_r_max": float(grids.pair_r_max),
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+# -- the per-depth driver -----------------------------------------------------------------------------
+class PretrainedWavefunction:
+    """A wavefunction whose `init` returns given parameters (for fine-tuning with run_training).
+
+    Everything else (log_psi, apply, orbitals, config, cond_range, reference, ...) is the
+    wrapped model's.
+    """
+
+    def __init__(self, wf, params):
+        self._wf, self._params = wf, params
+
+    def init(self, key):  # noqa: ARG002 (the parameters are given)
+        return self._params
+
+    def log_psi(self, params, x, cond):
+        return self._wf.log_psi(params, x, cond)
+
+    def apply(self, params, x, cond):
+        return self._wf.apply(params, x, cond)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("_wf", "_params"):
+            raise AttributeError(name)
+        return getattr(self._wf, name)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelCheckpointError(ValueError):
+    """A model file that cannot be used: corrupt, not a model, or for another model or system."""
+
+
+def load_pretrained(path, wf):
+    """(params, metadata) of the model file `path` for the model `wf`.
+
+    Raises FileNotFoundError (missing file) or ModelCheckpointError (a ValueError: corrupt file,
+    not a model file, or parameters that do not fit `wf`), each naming the path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model checkpoint {str(path)!r} does not exist (run the pretraining first)")
+    try:
+        raw = checkpoint.load(path)
+    except checkpoint.CorruptCheckpointError as err:
+        raise ModelCheckpointError(f"model checkpoint {str(path)!r} is corrupt or not a checkpoint: {err}") from None
+    if not isinstance(raw, dict) or "params" not in raw:
+        keys = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        raise ModelCheckpointError(f"model checkpoint {str(path)!r} is not a model file (no 'params'; has {keys}): "
+                         "pass the model written by the pretraining (model.msgpack)")
+    try:
+        metadata = json.loads(raw.get("metadata") or "{}")
+    except (TypeError, ValueError):
+        metadata = {}
+    params = raw["params"]
+    if hasattr(wf, "init"):
+        from flax import serialization
+
+        template = jax.eval_shape(wf.init, jax.random.PRNGKey(0))
+        try:
+            params = serialization.from_state_dict(template, params)
+        except (ValueError, KeyError, TypeError) as err:
+            raise ModelCheckpointError(f"model checkpoint {str(path)!r} does not match the model: {err}") from None
+        bad = [(jax.tree_util.keystr(p), np.shape(a), t.shape) for (p, a), t in
+               zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(template)) if np.shape(a) != t.shape]
+        if bad:
+            raise ModelCheckpointError(f"model checkpoint {str(path)!r} does not match the model: parameter shapes "
+                             f"{bad[:3]} (stored, expected){' ...' if len(bad) > 3 else ''}")
+    return params, metadata
+
+
+def _check_system(metadata: dict, system: System, path: Path) -> None:
+    stored = metadata.get("system")
+    if not isinstance(stored, dict):
+        return
+    mine = {"supercell": [list(r) for r in system.supercell.matrix], "n_up": system.n_up, "n_down": system.n_down}
+    theirs = {k: stored.get(k) for k in mine}
+    if theirs != mine:
+        raise ModelCheckpointError(f"model checkpoint {str(path)!r} was trained for another system "
+                                   f"({theirs} != {mine})")
+    if "coupling" in stored and not math.isclose(float(stored["coupling"]), system.coupling, rel_tol=1e-9):
+        raise ModelCheckpointError(f"model checkpoint {str(path)!r} was trained at coupling λ = {stored['coupling']}, "
+                         f"not {system.coupling}")
+
+
+def _train_config_of(metadata: dict) -> dict:
+    """The pretraining options recorded in a model file (train_config, else the sweep's pretrain)."""
+    if isinstance(metadata.get("train_config"), dict):
+        return dict(metadata["train_config"])
+    config = metadata.get("config")
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError:
+            config = None
+    if isinstance(config, dict) and isinstance(config.get("pretrain"), dict):
+        return dict(config["pretrain"])
+    return {}
+
+
+def resolve_dtype(cfg: EvalConfig, metadata: dict | None = None, wf=None) -> str:
+    """cfg.dtype, else the pretraining's, else the model config's, else float32."""
+    if cfg.dtype is not None:
+        return cfg.dtype
+    dt = _train_config_of(metadata or {}).get("dtype")
+    if dt in DTYPES:
+        return dt
+    dt = getattr(getattr(wf, "config", None), "dtype", None)
+    return dt if dt in DTYPES else "float32"
+
+
+def finetune_config(cfg: EvalConfig, metadata: dict | None = None, dtype: str | None = None):
+    """The `TrainConfig` of fine-tuning at one depth.
+
+    Starts from the pretraining's options recorded in the model file (unknown ones dropped),
+    sets steps = finetune_steps, no orbital pretraining, batch_size, laplacian and dtype of the
+    evaluation, a uniform depth weighting; then `cfg.finetune` wins. Without a
+    `finetune.learning_rate` the rate continues where the pretraining's schedule ended,
+    η/(1 + steps/lr_decay_steps) (or is the default of another optimizer chosen in `finetune`).
+    """
+    from qernel.train import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    base = {k: v for k, v in _train_config_of(metadata or {}).items() if k in known}
+    try:
+        pre = TrainConfig.from_dict(base)
+    except (ValueError, TypeError) as err:
+        log.warning("ignoring the pretraining options of the model file (%s); fine-tuning from defaults", err)
+        base, pre = {}, TrainConfig()
+    d = {**base, "steps": int(cfg.finetune_steps), "pretrain_steps": 0, "batch_size": int(cfg.batch_size),
+         "laplacian": cfg.laplacian, "dtype": dtype or resolve_dtype(cfg, metadata), "depth_weighting": "uniform",
+         "target_acceptance": float(cfg.target_acceptance),
+         "checkpoint_every": min(pre.checkpoint_every, max(1, cfg.finetune_steps // 10)),
+         "log_every": max(1, cfg.finetune_steps // 10)}
+    d.update(cfg.finetune)
+    if "learning_rate" not in cfg.finetune:
+        if d.get("optimizer", pre.optimizer) == pre.optimizer:
+            lr = pre.lr  # continue the pretraining's schedule where it ended
+            if pre.lr_decay_steps and pre.lr_decay_steps > 0:
+                lr = lr / (1.0 + pre.steps / pre.lr_decay_steps)
+            d["learning_rate"] = float(lr)
+        else:
+            d["learning_rate"] = None  # another optimizer: its own default
+    return TrainConfig.from_dict(d)
+
+
+#: File in the work folder naming the evaluation setup its checkpoints belong to.
+WORK_MARKER = "setup_hash"
+
+
+def work_dir(out_path) -> Path:
+    """The folder of fine-tuning and sampling checkpoints beside out_path: `<stem>_checkpoints/`."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + "_checkpoints")
+
+
+def _claim_work_dir(directory: Path, setup_hash: str) -> None:
+    """Keep the checkpoints if they belong to this setup; else move them to `<dir>.previous/`."""
+    marker = directory / WORK_MARKER
+    if directory.is_dir() and any(p.name != WORK_MARKER for p in directory.iterdir()):
+        old = marker.read_text().strip() if marker.is_file() else "unknown"
+        if old == setup_hash:
+            log.info("resuming from the checkpoints in %s", directory)
+        else:
+            previous = directory.with_name(directory.name + ".previous")
+            shutil.rmtree(previous, ignore_errors=True)
+            directory.rename(previous)
+            log.warning("the evaluation setup changed (model, options, depth or seed): moved the old checkpoints "
+                        "to %s and start afresh", previous)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker.write_text(setup_hash + "\n")
+
+
+def _system_dict(system: System) -> dict:
+    return {"supercell": [list(r) for r in system.supercell.matrix], "n_up": system.n_up, "n_down": system.n_down,
+            "coupling": system.coupling, "phase_deg": system.phase_deg, "energy_unit_meV": system.energy_unit_meV}
+
+
+def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalConfig, out_path, seed: int = 0,
+                   attrs: dict | None = None, *, mesh=None, callback=None) -> Path:
+    """Evaluate the pretrained model `checkpoint_path` at depth V (E_M); write `out_path`.
+
+    wf: the model (`qernel.model.Wavefunction`, or anything with init/log_psi/apply); cfg: an
+    `EvalConfig` (or its mapping); seed: this depth's seed; attrs: global attrs of the output
+    (provenance, see `qernel.io.provenance_attrs`; default: built from the system and cfg).
+    callback: passed to `sample_observables`. Returns out_path. See the module docstring.
+    """
+    if isinstance(cfg, dict):
+        cfg = EvalConfig.from_dict(cfg)
+    out_path = Path(out_path)
+    checkpoint_path = Path(checkpoint_path)
+    n_dev, kind = device_summary()
+    log.info("evaluate V = %.6g E_M from %s; devices: %d × %s", float(depth), checkpoint_path, n_dev, kind)
+    params, metadata = load_pretrained(checkpoint_path, wf)
+    _check_system(metadata, system, checkpoint_path)
+    dtype = resolve_dtype(cfg, metadata, wf)
+    with _dtype_context(dtype):
+        cond_range = getattr(wf, "cond_range", None)
+        if cond_range and not (cond_range[0][0] - 1e-9 <= depth <= cond_range[0][1] + 1e-9):
+            log.warning("depth V = %g E_M lies outside the model's condition range %s: extrapolating",
+                        depth, cond_range[0])
+        model_sha = _sha256(checkpoint_path)
+        setup = {"model_sha256": model_sha, "depth": float(depth), "seed": int(seed), "dtype": dtype,
+                 "evaluate": cfg.to_dict(), "system": _system_dict(system)}
+        work = work_dir(out_path)
+        _claim_work_dir(work, hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest())
+        root = jax.random.PRNGKey(seed)
+        run_attrs = {"model_checkpoint": str(checkpoint_path), "model_sha256": model_sha,
+                     "finetune_steps": int(cfg.finetune_steps), "seed": int(seed)}
+        if attrs is None:
+            from qernel.io import provenance_attrs
+
+            e_m = system.energy_unit_meV
+            attrs = provenance_attrs({"system": _system_dict(system), "evaluate": cfg.to_dict()}, "unknown",
+                                     float("nan") if e_m is None else e_m)
+        if cfg.finetune_steps > 0:
+            from qernel.train import run_training
+
+            tcfg = finetune_config(cfg, metadata, dtype)
+            ft_dir = work / "finetune"
+            log.info("fine-tuning %d steps at V = %.6g E_M in %s (learning rate %.4g, %s)", tcfg.steps, depth,
+                     ft_dir, tcfg.lr, tcfg.optimizer)
+            t0 = time.time()
+            result = run_training(system, PretrainedWavefunction(wf, params), np.array([float(depth)]), tcfg, ft_dir,
+                                  seed=int(seed), attrs=attrs, progress=False, mesh=mesh)
+            params = result.params
+            log.info("fine-tuning done in %.1f s: E/N = %.6f E_M at the last step", time.time() - t0,
+                     float(np.asarray(result.final_energy_per_depth)[0]))
+            run_attrs.update(finetune_config=json.dumps(tcfg.to_dict(), sort_keys=True), finetune_dir=str(ft_dir))
+        ds = sample_observables(system, wf.log_psi, params, depth, dataclasses.replace(cfg, dtype=dtype),
+                                jax.random.fold_in(root, 7), checkpoint_dir=work / "sampling", mesh=mesh,
+                                callback=callback)
+    e_m = attrs.get("energy_unit_meV", ds.attrs["energy_unit_meV"])
+    try:
+        e_m = float(e_m)
+    except (TypeError, ValueError):
+        e_m = float("nan")
+    ds.attrs.update(run_attrs)
+    ds.attrs["energy_unit_meV"] = e_m
+    ds.attrs["depth_meV"] = float(depth) * e_m
+    from qernel.io import write_netcdf
+
+    write_netcdf(ds, out_path, {**attrs, "energy_unit_meV": e_m})
+    # the sampling checkpoints are done with; the fine-tuning folder (model, train.nc, train.log) stays
+    shutil.rmtree(work if cfg.finetune_steps == 0 else work / "sampling", ignore_errors=True)
+    e = ds["energy"].values
+    log.info("wrote %s: E/N = %.6f E_M (naive mean over %d steps; see observables.nc for the reblocked error)",
+             out_path, float(np.mean(e)), len(e))
+    return out_path
+

@@ -1,0 +1,61 @@
+"""EvalConfig: defaults, validation with the offending key named, the fine-tuning options."""
+
+import dataclasses
+
+import pytest
+
+from qernel.evaluate import EvalConfig, finetune_config, resolve_dtype
+
+
+def test_defaults_and_steps():
+    cfg = EvalConfig.from_dict({"finetune_steps": 0, "samples": 100_000})  # the demo sweep's mapping
+    assert cfg.finetune_steps == 0 and cfg.samples == 100_000 and cfg.batch_size == 512
+    assert cfg.n_steps == 196  # ceil(100000 / 512)
+    assert EvalConfig.from_dict(None) == EvalConfig()
+    assert EvalConfig.from_dict({"density_bins": 12}).density_bins == (12, 12)
+    assert EvalConfig.from_dict({"density_bins": [12, 8]}).density_bins == (12, 8)
+    assert EvalConfig.from_dict({"init_width": 1}).init_width == 1.0
+    d = EvalConfig.from_dict({"finetune": {"learning_rate": 0.01}}).to_dict()
+    assert d["finetune"] == {"learning_rate": 0.01} and d["density_bins"] == [24, 24]
+    assert EvalConfig.from_dict(d) == EvalConfig.from_dict({"finetune": {"learning_rate": 0.01}})
+
+
+@pytest.mark.parametrize("mapping, key", [
+    ({"sampels": 10}, "sampels"),
+    ({"samples": 0}, "samples"),
+    ({"batch_size": 2.5}, "batch_size"),
+    ({"mcmc_steps": 0}, "mcmc_steps"),
+    ({"burn_in": -1}, "burn_in"),
+    ({"laplacian": "fd"}, "laplacian"),
+    ({"dtype": "float16"}, "dtype"),
+    ({"density_bins": [4, 0]}, "density_bins"),
+    ({"target_acceptance": 1.0}, "target_acceptance"),
+    ({"finetune": {"learning_rat": 0.1}}, "finetune.learning_rat"),
+    ({"finetune": {"steps": 10}}, "finetune_steps"),
+    ({"finetune": {"pretrain_steps": 10}}, "finetune.pretrain_steps"),
+    ({"finetune": [1]}, "finetune"),
+])
+def test_bad_keys_are_named(mapping, key):
+    with pytest.raises(ValueError, match=key):
+        EvalConfig.from_dict(mapping)
+
+
+def test_finetune_config_continues_the_pretraining():
+    meta = {"train_config": {"optimizer": "sr", "learning_rate": 0.1, "lr_decay_steps": 100.0, "steps": 300,
+                             "batch_size": 504, "dtype": "float64", "pretrain_steps": 50, "clip_mad": 3.0,
+                             "a_key_from_another_version": 1}}
+    cfg = EvalConfig.from_dict({"finetune_steps": 40, "batch_size": 64})
+    t = finetune_config(cfg, meta)
+    assert t.steps == 40 and t.pretrain_steps == 0 and t.batch_size == 64 and t.dtype == "float64"
+    assert t.optimizer == "sr" and t.clip_mad == 3.0 and t.depth_weighting == "uniform"
+    assert t.learning_rate == pytest.approx(0.1 / (1 + 300 / 100))  # where the schedule ended
+    t = finetune_config(dataclasses.replace(cfg, finetune={"learning_rate": 0.02}), meta)
+    assert t.learning_rate == 0.02
+    t = finetune_config(dataclasses.replace(cfg, finetune={"optimizer": "adam"}), meta)
+    assert t.optimizer == "adam" and t.lr == 1e-3  # another optimizer: its own default rate
+    # the sweep's pretrain mapping (the CLI's fallback metadata) works as well
+    t = finetune_config(cfg, {"config": '{"pretrain": {"steps": 10, "optimizer": "adam"}}'})
+    assert t.optimizer == "adam" and t.steps == 40
+    assert resolve_dtype(EvalConfig(), meta) == "float64"
+    assert resolve_dtype(EvalConfig(dtype="float32"), meta) == "float32"
+    assert resolve_dtype(EvalConfig(), {}) == "float32"
