@@ -220,12 +220,15 @@ def cmd_evaluate(args) -> int:
     ckpt = _existing(args.checkpoint, "checkpoint")
     _log_start(args, sweep)
     log.info("depth %s %s = %.6f E_M", label, sweep.config_units, depth)
-    from qernel.evaluate import evaluate_depth
+    from qernel.evaluate import ModelCheckpointError, evaluate_depth
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _call(evaluate_depth, sweep.system, _wavefunction(sweep), ckpt, depth, sweep.evaluate, out,
-          seed=depth_seed(sweep, label), attrs=provenance(sweep, depth_label=label))
+    try:
+        _call(evaluate_depth, sweep.system, _wavefunction(sweep), ckpt, depth, sweep.evaluate, out,
+              seed=depth_seed(sweep, label), attrs=provenance(sweep, depth_label=label))
+    except ModelCheckpointError as err:
+        raise CLIError(str(err)) from None
     log.info("wrote %s", out)
     return 0
 
