@@ -1,0 +1,168 @@
+"""Model sizes and options: `ModelConfig`, a frozen, validated dataclass with presets.
+
+    cfg = ModelConfig.from_spec("tiny")                      # a preset by name
+    cfg = ModelConfig.from_spec({"preset": "paper", "n_determinants": 8})
+    cfg = ModelConfig.from_spec({"d_model": 64, "n_layers": 3})   # starts from the defaults (= tiny)
+
+Unknown keys and bad values raise ValueError naming the key. `to_dict()` gives back a plain
+mapping (for output attributes and config hashes) that `from_spec` accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """All sizes and switches of the QERNEL network (defaults = the `tiny` preset).
+
+    Transformer: d_model (width), n_layers, n_heads query heads sharing n_kv_heads key/value
+      heads (grouped-query attention), a mixture-of-experts MLP per layer with n_experts experts
+      of hidden width d_ff, top_k routing.
+    router_margin: logit margin over which an expert's routing weight switches on/off smoothly
+      (C² in the positions, so the local energy stays unbiased); 0 gives hard top-k routing,
+      whose wavefunction is discontinuous where the routing changes (not for production VMC).
+    Features: sin/cos(G·r) for the supercell reciprocal vectors G of the first
+      `supercell_shells` shells, the moiré reciprocal vectors of the first `moire_shells` shells
+      and, with `k_point_features`, the moiré zone corners K when they are supercell reciprocal
+      vectors (the ordering vectors of the Wigner crystals of DESIGN.md §1).
+    film_hidden: width of the FiLM MLP (condition → per-layer γ, β).
+    n_determinants: generalised spin-blocked Slater determinants.
+    orbital_prior: add a learnable multiple of the exact non-interacting orbitals (at the
+      reference depth) to each neural orbital; with the neural part set to zero one determinant
+      is exactly the non-interacting ground state.
+    orbital_init_scale: standard deviation of the neural orbital amplitudes at initialisation, in
+      units of the non-interacting orbitals' size A^{-1/2} (A: supercell area).
+    jastrow_hidden, jastrow_shells: width of the pair MLP u and the supercell shells of its
+      cos(G·r_ij) features; jastrow_cusp: add the exact 2D Coulomb cusp term
+      (λ for antiparallel, λ/3 for parallel spins).
+    complex_output: complex ψ with Bloch envelopes e^{ik·r} (default); False gives real ψ
+      and is allowed only when every occupied k-point is time-reversal invariant.
+    reference_depth: the depth V (E_M) whose non-interacting ground state fixes the occupied
+      k-points of the envelopes and the orbital prior; None: midpoint of the condition range.
+    wrap_positions: map positions into the supercell first (better float32 periodicity).
+    dtype: parameter dtype, "float32" or "float64" (float64 needs jax_enable_x64).
+    """
+
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    n_experts: int = 4
+    top_k: int = 2
+    d_ff: int = 64
+    router_margin: float = 0.2
+    supercell_shells: int = 2
+    moire_shells: int = 1
+    k_point_features: bool = True
+    film_hidden: int = 32
+    n_determinants: int = 2
+    orbital_prior: bool = True
+    orbital_init_scale: float = 0.1
+    jastrow_hidden: int = 16
+    jastrow_shells: int = 2
+    jastrow_cusp: bool = True
+    complex_output: bool = True
+    reference_depth: float | None = None
+    wrap_positions: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "n_experts", "top_k", "d_ff",
+                     "film_hidden", "n_determinants", "jastrow_hidden"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("supercell_shells", "moire_shells", "jastrow_shells"):
+            _check_int(name, getattr(self, name), minimum=0)
+        for name in ("k_point_features", "orbital_prior", "jastrow_cusp", "complex_output", "wrap_positions"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("router_margin", "orbital_init_scale"):
+            _check_float(name, getattr(self, name), minimum=0.0)
+        if self.reference_depth is not None:
+            _check_float("reference_depth", self.reference_depth, minimum=0.0)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})")
+        if self.top_k > self.n_experts:
+            raise ValueError(f"top_k ({self.top_k}) must be <= n_experts ({self.n_experts})")
+        if self.supercell_shells + self.moire_shells == 0:
+            raise ValueError("supercell_shells and moire_shells are both 0: the model would see no positions")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def preset(cls, name: str) -> "ModelConfig":
+        """A named preset: "tiny" (CPU demo and tests) or "paper" (GPU runs)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**PRESETS[name])
+
+    @classmethod
+    def from_spec(cls, spec: "str | Mapping[str, Any] | ModelConfig") -> "ModelConfig":
+        """A config from a preset name or a mapping of fields (optionally with "preset": name)."""
+        if isinstance(spec, ModelConfig):
+            return spec
+        if isinstance(spec, str):
+            return cls.preset(spec)
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"model spec must be a preset name or a mapping, got {type(spec).__name__}")
+        spec = dict(spec)
+        base = dict(PRESETS["tiny"])
+        if "preset" in spec:
+            name = spec.pop("preset")
+            if not isinstance(name, str) or name not in PRESETS:
+                raise ValueError(f"preset: unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+            base = dict(PRESETS[name])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"unknown model config key(s) {unknown}; known keys: {sorted(known | {'preset'})}")
+        base.update(spec)
+        return cls(**base)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
+
+
+#: Named presets. `tiny`: the CPU demo and the tests. `paper`: GPU runs (Psiformer-sized trunk,
+#: 8 experts with top-2 routing, 16 determinants).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {f.name: f.default for f in dataclasses.fields(ModelConfig)},
+    "paper": {
+        **{f.name: f.default for f in dataclasses.fields(ModelConfig)},
+        "d_model": 256,
+        "n_layers": 4,
+        "n_heads": 8,
+        "n_kv_heads": 2,
+        "n_experts": 8,
+        "top_k": 2,
+        "d_ff": 512,
+        "supercell_shells": 4,
+        "moire_shells": 2,
+        "film_hidden": 64,
+        "n_determinants": 16,
+        "jastrow_hidden": 32,
+        "jastrow_shells": 3,
+    },
+}

@@ -1,0 +1,110 @@
+"""Mixture-of-experts MLP with top-k routing and a load-balancing loss.
+
+Each token (electron) h_n is routed by a linear router (logits z_ne, probabilities
+p_ne = softmax(z_n)) to its top_k experts; the output is Σ_e w_ne MLP_e(h_n) with
+
+    w_ne = p_ne · s_ne,   s_ne ∈ [0, 1] nonzero only for the top_k experts of token n.
+
+Hard top-k routing (s = the 0/1 top-k mask, router_margin = 0) makes the wavefunction
+discontinuous wherever a token's k-th and (k+1)-th experts swap: the local energy then
+misses the kinetic energy of those surfaces and VMC is no longer variational. By default
+(router_margin > 0) s switches on and off smoothly (C², so the Laplacian is bounded):
+
+    y_nef = S((z_ne − z_nf) / margin),  s_ne = S(e_{E−k}(y_ne·)),
+
+with S the quintic smoothstep clipped to [0, 1] and e_m the elementary symmetric polynomial.
+e_{E−k}(y_ne·) > 0 only if at least E − k experts lie strictly below e, i.e. e is in the top
+k; it is ≥ 1 (so s = 1) once E − k of them lie at least `margin` below. Ties and near-ties
+thus get weights that vanish smoothly, and s depends on the unordered set of logits only.
+
+All experts are evaluated densely and masked (exact, jit/folx friendly at these sizes).
+
+Load-balancing loss (Switch Transformer / GShard): L = E Σ_e f_e P_e with f_e the fraction
+of the N·k routing slots assigned to e (hard top-k mask, no gradient) and P_e the mean router
+probability; L = 1 for uniform routing (uniform P or uniform f), larger when unbalanced.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def smoothstep(t):
+    """Quintic smoothstep 6t⁵ − 15t⁴ + 10t³ of t clipped to [0, 1]: C² with S(0)=0, S(1)=1."""
+    t = jnp.clip(t, 0.0, 1.0)
+    return t * t * t * (t * (6.0 * t - 15.0) + 10.0)
+
+
+def elementary_symmetric(y, m: int):
+    """e_m of the last axis of y (..., E): Σ over m-subsets of the product; (...)."""
+    coeffs = [jnp.ones(y.shape[:-1], y.dtype)] + [jnp.zeros(y.shape[:-1], y.dtype)] * m
+    for f in range(y.shape[-1]):  # static, over experts (not electrons)
+        for j in range(m, 0, -1):
+            coeffs[j] = coeffs[j] + y[..., f] * coeffs[j - 1]
+    return coeffs[m]
+
+
+def top_k_mask(logits, k: int):
+    """0/1 mask (..., E) of the k largest logits per token (ties to the lower index); no gradient."""
+    z = jax.lax.stop_gradient(logits)
+    e = z.shape[-1]
+    zi, zj = z[..., :, None], z[..., None, :]
+    lower_index = jnp.arange(e)[None, :] < jnp.arange(e)[:, None]  # [e, f]: f < e
+    rank = jnp.sum((zj > zi) | ((zj == zi) & lower_index), axis=-1)
+    return (rank < k).astype(logits.dtype)
+
+
+def routing_gates(logits, k: int, margin: float):
+    """Top-k selection s (..., E) in [0, 1]: smooth (margin > 0) or the hard mask (margin = 0)."""
+    e = logits.shape[-1]
+    if k >= e:
+        return jnp.ones_like(logits)
+    if margin == 0:
+        return top_k_mask(logits, k)
+    y = smoothstep((logits[..., :, None] - logits[..., None, :]) / margin)  # (..., E, E), y_ee = 0
+    return smoothstep(elementary_symmetric(y, e - k))
+
+
+def load_balancing_loss(probs, mask, k: int):
+    """E Σ_e f_e P_e over the tokens of probs, mask (..., N, E) → (...)."""
+    n_experts = probs.shape[-1]
+    f = jnp.mean(jax.lax.stop_gradient(mask), axis=-2) / k
+    p = jnp.mean(probs, axis=-2)
+    return n_experts * jnp.sum(f * p, axis=-1)
+
+
+class MixtureOfExperts(nn.Module):
+    """h (..., N, d) → (out (..., N, d_out), aux).
+
+    aux = {"loss": (...) load-balancing loss, "counts": (..., E) tokens per expert (hard top-k,
+    float), "gates": (..., N, E) the routing weights w}.
+    """
+
+    n_experts: int
+    top_k: int
+    d_ff: int
+    d_out: int
+    router_margin: float = 0.2
+    activation: str = "silu"
+
+    @nn.compact
+    def __call__(self, h):
+        e, d = self.n_experts, h.shape[-1]
+        logits = nn.Dense(e, name="router")(h)
+        probs = jax.nn.softmax(logits, axis=-1)
+        mask = top_k_mask(logits, self.top_k)
+        gates = probs * routing_gates(logits, self.top_k, self.router_margin)
+
+        init = nn.initializers.lecun_normal(batch_axis=(0,))
+        w1 = self.param("w1", init, (e, d, self.d_ff))
+        b1 = self.param("b1", nn.initializers.zeros, (e, self.d_ff))
+        w2 = self.param("w2", init, (e, self.d_ff, self.d_out))
+        b2 = self.param("b2", nn.initializers.zeros, (e, self.d_out))
+        act = getattr(jax.nn, self.activation)
+        hidden = act(jnp.einsum("...nd,edf->...nef", h, w1) + b1)
+        y = jnp.einsum("...nef,efo->...neo", hidden, w2) + b2
+        out = jnp.einsum("...ne,...neo->...no", gates, y)
+        aux = {"loss": load_balancing_loss(probs, mask, self.top_k), "counts": jnp.sum(mask, axis=-2), "gates": gates}
+        return out, aux

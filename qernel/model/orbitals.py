@@ -1,0 +1,174 @@
+"""Spin-blocked generalised Slater orbitals with Bloch envelopes.
+
+For each spin block s (N_s electrons, up first) and determinant d, the orbital matrix is
+
+    Φ^d_ij = a^d_j(h_i) · ε_j(r_i) + c^d_j · φ_j(r_i)          (i: electron, j: orbital)
+
+- a^d_j(h_i): the neural amplitude, a linear head on the transformer output h_i (two real
+  heads, the real and imaginary parts, when ψ is complex). It is a supercell-periodic
+  function of all positions (equivariant in the others), so the determinant is antisymmetric.
+- ε_j(r) = e^{i k_j·r}: the Bloch envelope, with k_j the supercell k-point of the j-th
+  occupied level of the non-interacting ground state at the reference depth. Every k_j is a
+  supercell reciprocal vector, so e^{i k_j·L} = 1 and Φ is periodic. For real ψ
+  (complex_output = False) ε_j is cos(k_j·r) (or sin(k_j·r) for the partner of a ±k pair).
+- φ_j(r): the exact non-interacting orbital of that level (qernel.bands, normalised on the
+  supercell: |φ_j| ~ A^{-1/2}), or, for real ψ, a real basis of the same span; c^d_j a
+  learnable scale (1 at initialisation). This "orbital prior" is optional
+  (ModelConfig.orbital_prior). The neural head is initialised with standard deviation
+  init_scale · A^{-1/2}, so the balance of the two terms does not depend on the supercell.
+
+With a = 0 and c = 1 one determinant is exactly the non-interacting ground state at the
+reference depth; with c = 0 and a^d_j ≡ 1 it is the plane-wave determinant det[e^{ik_j·r_i}]
+(the free-electron ground state when the occupied levels are the lowest plane waves).
+Positions in a_M.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from qernel.bands import GroundState, orbital_values
+from qernel.lattice import MOIRE_LATTICE, Supercell
+from qernel.model.features import check_supercell_periodic
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SpinReference:
+    """Static tables for one spin block (n_s occupied levels).
+
+    kpoints (n_s, 2); envelope_kind (n_s,) 0 = e^{ik·r} / cos, 1 = sin (real ψ only);
+    gvectors (P, 2) moiré plane waves of the prior; coefficients (P, n_s) complex, the prior
+    φ(r) = e^{ik·r} Σ_G c_G e^{iG·r} with Σ_G |c_G|² = 1/A (or Re[Φ(r) @ mixing] for real ψ,
+    mixing (n_s, n_s)).
+    """
+
+    kpoints: np.ndarray
+    envelope_kind: np.ndarray
+    gvectors: np.ndarray
+    coefficients: np.ndarray
+    mixing: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        return len(self.kpoints)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OrbitalReference:
+    """The non-interacting ground state that fixes envelopes and the orbital prior."""
+
+    depth: float
+    ground_state: GroundState
+    up: SpinReference
+    down: SpinReference
+
+
+def _time_reversal_invariant(k: np.ndarray) -> bool:
+    """True if k and -k differ by a moiré reciprocal vector."""
+    f = 2.0 * k @ MOIRE_LATTICE.T / (2.0 * np.pi)
+    return bool(np.allclose(f, np.round(f), atol=1e-8))
+
+
+def _real_mixing(bands, occupied, supercell: Supercell, seed: int = 0) -> np.ndarray:
+    """W (n, n) complex with Re[Φ(r) @ W] a real basis of span Φ; raises if Φ is not closed under conjugation."""
+    n = len(occupied)
+    pts = supercell.to_cart(np.random.default_rng(seed).uniform(size=(max(8 * n, 32), 2)))
+    phi = orbital_values(bands, occupied, pts)
+    r = np.concatenate([phi.real, phi.imag], axis=1)  # (M, 2n)
+    _, s, vt = np.linalg.svd(r, full_matrices=False)
+    if n < len(s) and s[n] > 1e-8 * s[0]:
+        raise ValueError("complex_output=False needs occupied levels whose span is closed under complex "
+                         "conjugation (time-reversal invariant k-points, or complete ±k pairs); "
+                         "use complex_output=True for this system")
+    v = vt[:n].T  # (2n, n)
+    return v[:n] - 1j * v[n:]
+
+
+def _spin_reference(gs: GroundState, occupied, supercell: Supercell, complex_output: bool) -> SpinReference:
+    bands = gs.bands
+    if len(occupied) == 0:
+        return SpinReference(np.zeros((0, 2)), np.zeros(0, int), np.zeros((0, 2)), np.zeros((0, 0), complex), None)
+    ik = np.array([o[0] for o in occupied])
+    ib = np.array([o[1] for o in occupied])
+    k = bands.kpoints[ik]
+    check_supercell_periodic(supercell, k)
+    c = bands.coefficients[ik, :, ib].T / np.sqrt(bands.area)  # (P, n): orbitals normalised on the supercell
+    keep = np.max(np.abs(c), axis=1) > 1e-13 * np.abs(c).max()
+    kind = np.zeros(len(k), int)
+    mixing = None
+    if not complex_output:
+        mixing = _real_mixing(bands, occupied, supercell)
+        for j, kj in enumerate(k):
+            if not _time_reversal_invariant(kj) and (kj[1] < -1e-12 or (abs(kj[1]) <= 1e-12 and kj[0] < 0)):
+                kind[j] = 1
+    return SpinReference(k, kind, bands.gvectors[keep], c[keep], mixing)
+
+
+def reference_orbitals(system, ground_state: GroundState, depth: float, complex_output: bool) -> OrbitalReference:
+    """Tables of envelopes and prior from the non-interacting ground state at `depth`."""
+    sc = system.supercell
+    return OrbitalReference(float(depth), ground_state,
+                            _spin_reference(ground_state, ground_state.occupied_up, sc, complex_output),
+                            _spin_reference(ground_state, ground_state.occupied_down, sc, complex_output))
+
+
+def bloch_envelope(x, ref: SpinReference, complex_output: bool):
+    """ε_j(r_i) for positions x (..., n, 2); (..., n, n_s), complex (e^{ik·r}) or real (cos / sin)."""
+    phase = x @ jnp.asarray(ref.kpoints.T, dtype=x.dtype)
+    if complex_output:
+        return jnp.exp(1j * phase)
+    return jnp.where(jnp.asarray(ref.envelope_kind == 1), jnp.sin(phase), jnp.cos(phase))
+
+
+def prior_orbitals(x, ref: SpinReference, complex_output: bool):
+    """φ_j(r_i) of the non-interacting levels at positions x (..., n, 2); (..., n, n_s)."""
+    cdtype = jnp.result_type(x.dtype, jnp.complex64)
+    plane = jnp.exp(1j * (x @ jnp.asarray(ref.gvectors.T, dtype=x.dtype)))  # (..., n, P)
+    phi = bloch_envelope(x, ref, True) * (plane @ jnp.asarray(ref.coefficients, dtype=cdtype))
+    if complex_output:
+        return phi
+    return jnp.real(phi @ jnp.asarray(ref.mixing, dtype=cdtype))
+
+
+class Orbitals(nn.Module):
+    """h (..., N, d), x (..., N, 2) → [Φ_up (..., n_det, N_up, N_up), Φ_down (..., n_det, N_dn, N_dn)]."""
+
+    reference: OrbitalReference
+    n_determinants: int
+    complex_output: bool = True
+    prior: bool = True
+    init_scale: float = 0.1
+
+    @nn.compact
+    def __call__(self, h, x):
+        mats, offset = [], 0
+        n_det, n_comp = self.n_determinants, (2 if self.complex_output else 1)
+        dtype = jnp.result_type(h.dtype, jnp.complex64) if self.complex_output else h.dtype
+        if self.init_scale > 0:
+            area = self.reference.ground_state.bands.area
+            kernel_init = nn.initializers.variance_scaling(self.init_scale**2 / area, "fan_in", "normal")
+        else:
+            kernel_init = nn.initializers.zeros
+        for name, ref in (("up", self.reference.up), ("down", self.reference.down)):
+            n = ref.n
+            if n == 0:
+                mats.append(jnp.zeros(h.shape[:-2] + (n_det, 0, 0), dtype))
+                continue
+            hs, xs = h[..., offset:offset + n, :], x[..., offset:offset + n, :]
+            offset += n
+            out = nn.Dense(n_comp * n_det * n, kernel_init=kernel_init, name=f"head_{name}")(hs)
+            out = out.reshape(out.shape[:-1] + (n_comp, n_det, n))  # (..., i, comp, d, j)
+            amp = out[..., 0, :, :] + 1j * out[..., 1, :, :] if self.complex_output else out[..., 0, :, :]
+            amp = jnp.moveaxis(amp, -2, -3)  # (..., d, i, j)
+            mat = amp * bloch_envelope(xs, ref, self.complex_output)[..., None, :, :]
+            if self.prior:
+                init = lambda key, shape: jnp.zeros(shape).at[..., 0].set(1.0)
+                c = self.param(f"prior_scale_{name}", init, (n_det, n, n_comp))
+                c = c[..., 0] + 1j * c[..., 1] if self.complex_output else c[..., 0]
+                mat = mat + c[:, None, :] * prior_orbitals(xs, ref, self.complex_output)[..., None, :, :]
+            mats.append(mat.astype(dtype))
+        return mats

@@ -1,0 +1,172 @@
+"""The assembled wavefunction in float64: exact limits, cell-boundary smoothness, folx Laplacian.
+
+Every test here runs with 64-bit JAX (a module-scoped x64 context).
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from qernel.bands import noninteracting_ground_state, orbital_values, slater_log_psi
+from qernel.hamiltonian import kinetic_energy
+from qernel.lattice import Supercell, lattice_points
+from qernel.model import ModelConfig, make_wavefunction
+from qernel.system import System
+
+from model_helpers import fast_jit
+
+SMALL = ModelConfig(d_model=16, n_layers=1, n_heads=4, n_kv_heads=2, n_experts=3, top_k=2, d_ff=16,
+                    film_hidden=8, n_determinants=2, jastrow_hidden=8, orbital_init_scale=1.0, dtype="float64")
+RANGE = ((0.0, 10.0),)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _x64_module():
+    with jax.enable_x64(True):
+        yield
+
+
+def _positions(system, n_conf, seed):
+    frac = np.random.default_rng(seed).uniform(size=(n_conf, system.n_electrons, 2))
+    return jnp.asarray(system.supercell.to_cart(frac))
+
+
+def _perturbed(params, key, scale=0.1):
+    """Random perturbation of every parameter (zero-initialised layers included); host-side, no compile."""
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    return jax.tree.map(lambda a: np.asarray(a + scale * rng.normal(size=a.shape).astype(a.dtype)), params)
+
+
+def _zero_neural_orbitals(params):
+    for name, head in params["params"]["orbitals"].items():
+        if name.startswith("head_"):
+            head["kernel"], head["bias"] = jnp.zeros_like(head["kernel"]), jnp.zeros_like(head["bias"])
+    return params
+
+
+@pytest.fixture(scope="module")
+def oblique():
+    """3 up + 1 down electrons in an oblique 4-cell supercell, λ = 3, prior at V = 3."""
+    system = System(Supercell(((2, 1), (0, 2))), n_up=3, n_down=1, coupling=3.0, phase=math.radians(30))
+    wf = make_wavefunction(system, dataclasses.replace(SMALL, reference_depth=3.0), RANGE)
+    params = wf.init(jax.random.PRNGKey(0))
+    assert params["params"]["embed"]["kernel"].dtype == jnp.float64
+    return system, wf, params
+
+
+def test_forward_laplacian_matches_jvp_through_the_full_model(oblique):
+    system, wf, params = oblique
+    params = _perturbed(params, jax.random.PRNGKey(1))
+    cond = jnp.asarray([6.0])
+    f = lambda y: wf.log_psi(params, y, cond)
+    both = fast_jit(lambda y: (kinetic_energy(f, y, "folx"), kinetic_energy(f, y, "jvp")))
+    for x in _positions(system, 2, 2):
+        folx_ke, jvp_ke = both(x)
+        assert abs(float(folx_ke)) > 1e-3
+        np.testing.assert_allclose(folx_ke, jvp_ke, rtol=1e-10)
+
+
+def test_smooth_across_the_cell_boundary(oblique):
+    # positions are wrapped into the cell: continuity across its faces is the network's own periodicity
+    system, wf, params = oblique
+    params = _perturbed(params, jax.random.PRNGKey(3))
+    apply = fast_jit(wf.apply)
+    sc = system.supercell
+    frac = np.random.default_rng(4).uniform(size=(4, 2))
+    cond = jnp.asarray([2.0])
+    for e, face in ((0, 0), (1, 1), (3, 0), (2, 1)):
+        f_in, f_out = frac.copy(), frac.copy()
+        f_in[e, face], f_out[e, face] = 1e-9, -1e-9
+        p1, l1, _ = apply(params, jnp.asarray(sc.to_cart(f_in)), cond)
+        p2, l2, _ = apply(params, jnp.asarray(sc.to_cart(f_out)), cond)
+        assert abs(float(l1 - l2)) < 1e-6 and abs(np.angle(np.exp(1j * float(p1 - p2)))) < 1e-6
+
+
+def test_orbital_prior_is_the_exact_noninteracting_orbitals(oblique):
+    # neural amplitude switched off: each determinant's orbitals are the bands orbitals at V = 3
+    system, wf, params = oblique
+    params = _zero_neural_orbitals(jax.tree.map(lambda a: a, params))
+    gs = noninteracting_ground_state(system, 3.0)
+    orbitals = fast_jit(wf.orbitals)
+    for x in _positions(system, 2, 5):
+        up, down = orbitals(params, x, jnp.asarray([7.0]))
+        exact_up = orbital_values(gs.bands, gs.occupied_up, np.asarray(x[:3]))
+        exact_down = orbital_values(gs.bands, gs.occupied_down, np.asarray(x[3:]))
+        for d in range(SMALL.n_determinants):
+            np.testing.assert_allclose(up[d], exact_up, atol=1e-10)
+            np.testing.assert_allclose(down[d], exact_down, atol=1e-10)
+
+
+def test_plane_wave_determinant_is_the_free_electron_wavefunction():
+    # 3×3 supercell, 7 electrons at V = 0: Γ plus the 6 shortest supercell reciprocal vectors
+    sc = Supercell.diagonal(3)
+    system = System(sc, n_up=7, coupling=0.0)
+    cfg = dataclasses.replace(SMALL, orbital_prior=False)
+    wf = make_wavefunction(system, cfg, ((0.0, 0.0),))
+    params = _perturbed(wf.init(jax.random.PRNGKey(14)), jax.random.PRNGKey(15))
+    head = params["params"]["orbitals"]["head_up"]
+    head["kernel"] = jnp.zeros_like(head["kernel"])
+    n_det, n = cfg.n_determinants, 7
+    head["bias"] = jnp.zeros_like(head["bias"]).at[: n_det * n].set(1.0)  # real part 1, imaginary 0: a ≡ 1
+    jas = params["params"]["jastrow"]["u_parallel"]["out"]
+    jas["kernel"], jas["bias"] = jnp.zeros_like(jas["kernel"]), jnp.zeros_like(jas["bias"])
+
+    q = lattice_points(sc.reciprocal, 1.01 * np.linalg.norm(sc.reciprocal[0]))
+    assert len(q) == 7
+
+    def analytic(x):
+        return np.linalg.slogdet(np.exp(1j * np.asarray(x) @ q.T))
+
+    xs = _positions(system, 3, 16)
+    lp = fast_jit(wf.log_psi)
+    for a, b, c in ((0, 1, 0.0), (1, 2, 3.0), (0, 2, 9.0)):  # the condition must not matter (FiLM perturbed)
+        d_model = lp(params, xs[a], jnp.asarray([c])) - lp(params, xs[b], jnp.asarray([c]))
+        (sa, la), (sb, lb) = analytic(xs[a]), analytic(xs[b])
+        assert float(d_model.real) == pytest.approx(la - lb, abs=1e-10)
+        np.testing.assert_allclose(np.exp(1j * float(d_model.imag)), sa / sb, atol=1e-10)
+
+
+def test_real_output():
+    # real ψ (all occupied k time-reversal invariant in a 2×2 supercell), no position wrapping
+    system = System(Supercell.diagonal(2), n_up=4, n_down=1, coupling=0.0, phase=math.radians(30))
+    depth = 3.0
+    cfg = dataclasses.replace(SMALL, complex_output=False, reference_depth=depth, wrap_positions=False)
+    wf = make_wavefunction(system, cfg, RANGE)
+    params = wf.init(jax.random.PRNGKey(17))
+    apply = fast_jit(wf.apply)
+    xs = _positions(system, 3, 18)
+    cond = jnp.asarray([depth])
+    assert jax.eval_shape(wf.log_psi, params, xs[0], cond).dtype == jnp.float64
+    up, _ = jax.eval_shape(wf.orbitals, params, xs[0], cond)
+    assert up.dtype == jnp.float64
+
+    # antisymmetric (sign flip) and periodic (no help from wrapping) with random parameters
+    noisy = _perturbed(params, jax.random.PRNGKey(19))
+    phase, logabs, _ = apply(noisy, xs[0], cond)
+    phase_s, logabs_s, _ = apply(noisy, xs[0][jnp.array([1, 0, 2, 3, 4])], cond)
+    assert {float(phase), float(phase_s)} == {0.0, float(np.pi)}
+    np.testing.assert_allclose(logabs_s, logabs, rtol=1e-12)
+    for e, shift in ((0, system.supercell.lattice[0]), (4, -3 * system.supercell.lattice[1])):
+        phase_t, logabs_t, _ = apply(noisy, xs[0].at[e].add(shift), cond)
+        assert float(phase_t) == float(phase)
+        np.testing.assert_allclose(logabs_t, logabs, rtol=1e-10)
+
+    # neural amplitude off: ψ = const × the exact non-interacting ground state
+    exact = fast_jit(slater_log_psi(noninteracting_ground_state(system, depth), system.n_up))
+    params = _zero_neural_orbitals(params)
+    ratios = []
+    for x in xs:
+        phase, logabs, _ = apply(params, x, cond)
+        ref = exact(None, x, None)
+        ratios.append(np.exp(logabs - ref.real + 1j * (phase - ref.imag)))
+    np.testing.assert_allclose(np.array(ratios) / ratios[0], 1.0, atol=1e-9)
+
+
+def test_real_output_requires_conjugation_closed_occupation():
+    system = System(Supercell.diagonal(3), n_up=2, coupling=0.0)  # Γ and one k ≠ -k
+    with pytest.raises(ValueError, match="complex_output"):
+        make_wavefunction(system, dataclasses.replace(SMALL, complex_output=False), ((0.0, 0.0),))
