@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 
 test: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(BIN)/python -m pytest -n $(CORES) --durations=15 $(PYTEST_ARGS)
+	OPENBLAS_NUM_THREADS=1 JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(BIN)/python -m pytest -n $(CORES) -rs --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_benchmarks.py
