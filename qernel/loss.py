@@ -1,0 +1,155 @@
+"""The VMC energy loss: local energies, clipping, the unbiased gradient per depth group.
+
+The training batch is a concatenation of depth groups (walker w belongs to group[w]); every
+statistic below is taken per group, with the group's own mean:
+
+    ∂E/∂θ = Σ_g (n_g/W) · 2 Re⟨(E_L − ⟨E_L⟩_g)^* ∂_θ log ψ⟩_g
+
+For complex ψ the local energy E_L = Hψ/ψ is complex: its real part is the energy, its
+imaginary part (zero on average) enters the gradient through Im E_L · Im ∂log ψ. Dropping it
+would bias the gradient of every parameter that moves the phase θ of ψ (the kinetic energy
+contains ½|∇θ|²), so `make_local_energy` below returns both parts.
+
+Local energies are clipped before they enter the gradient (not the reported energy): per group,
+to median ± clip_mad · (mean absolute deviation from the median), real and imaginary parts
+separately (ferminet's rule).
+
+Energies in E_M, totals over electrons (not per electron).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from qernel.ewald import Ewald
+from qernel.hamiltonian import LAPLACIAN_METHODS, EnergyComponents, LogPsi, _laplacian_and_gradient, _real_outputs
+from qernel.moire import moire_potential
+from qernel.system import System
+
+
+class LocalEnergy(NamedTuple):
+    """Per-configuration local energy: the real components and Im E_L (all in E_M)."""
+
+    components: EnergyComponents
+    imag: jax.Array  # Im E_L = −½ Im[∇² log ψ + (∇ log ψ)²] (the potentials are real)
+
+    @property
+    def real(self) -> jax.Array:
+        return self.components.total
+
+    @property
+    def complex(self) -> jax.Array:
+        return jax.lax.complex(self.components.total, self.imag)
+
+
+def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None):
+    """local_energy(params, x (N, 2), cond (n_cond,)) -> LocalEnergy for one configuration.
+
+    The real part is exactly `qernel.hamiltonian.make_local_energy`'s (same Laplacian code);
+    this version also keeps Im E_L, which the gradient of a complex ψ needs.
+    """
+    if laplacian not in LAPLACIAN_METHODS:
+        raise ValueError(f"unknown laplacian method {laplacian!r}; choose one of {LAPLACIAN_METHODS}")
+    ewald = Ewald(system.supercell) if ewald is None else ewald
+    lam, phase = system.coupling, system.phase
+
+    def local_energy(params, x, cond) -> LocalEnergy:
+        g = _real_outputs(lambda y: log_psi(params, y, cond), x.shape)
+        lap, grad = _laplacian_and_gradient(g, x.reshape(-1), laplacian)
+        kin = -0.5 * (lap[0] + jnp.sum(grad[:, 0] ** 2) - jnp.sum(grad[:, 1] ** 2))
+        kin_imag = -0.5 * (lap[1] + 2.0 * jnp.sum(grad[:, 0] * grad[:, 1]))
+        pot = jnp.sum(moire_potential(x, cond[0], phase))
+        inter = (lam * ewald.energy(x)).astype(x.dtype)
+        return LocalEnergy(EnergyComponents(kin, pot, inter), kin_imag)
+
+    return local_energy
+
+
+# -- statistics per depth group --------------------------------------------------------------
+
+def _one_hot(group, n_groups: int, dtype):
+    return (group[:, None] == jnp.arange(n_groups)[None, :]).astype(dtype)
+
+
+def group_stats(values, group, n_groups: int):
+    """(mean, variance, count) of real values (W,) per group; each (G,).
+
+    The variance is the population variance of the group's samples.
+    """
+    oh = _one_hot(group, n_groups, values.dtype)
+    count = jnp.sum(oh, axis=0)
+    mean = (oh.T @ values) / jnp.maximum(count, 1)
+    var = (oh.T @ (values - mean[group]) ** 2) / jnp.maximum(count, 1)
+    return mean, var, count
+
+
+def group_median(values, group, n_groups: int):
+    """Median of real values (W,) per group; (G,). Non-finite values sort last."""
+    mask = group[None, :] == jnp.arange(n_groups)[:, None]  # (G, W)
+    big = jnp.where(mask, values[None, :], jnp.inf)
+    sorted_ = jnp.sort(big, axis=1)
+    count = jnp.sum(mask, axis=1)
+    lo = jnp.clip((count - 1) // 2, 0, values.shape[0] - 1)
+    hi = jnp.clip(count // 2, 0, values.shape[0] - 1)
+    rows = jnp.arange(n_groups)
+    return 0.5 * (sorted_[rows, lo] + sorted_[rows, hi])
+
+
+def clip_values(values, group, n_groups: int, clip_mad: float):
+    """Clip real values (W,) to median_g ± clip_mad · MAD_g per group (MAD: mean absolute deviation).
+
+    clip_mad <= 0 disables clipping.
+    """
+    if clip_mad <= 0:
+        return values
+    med = group_median(values, group, n_groups)
+    dev = jnp.abs(values - med[group])
+    mad = group_stats(dev, group, n_groups)[0]
+    lo, hi = med - clip_mad * mad, med + clip_mad * mad
+    return jnp.clip(values, lo[group], hi[group])
+
+
+def centred_local_energies(e_loc, group, n_groups: int, clip_mad: float):
+    """ε_w = clip(E_L,w) − ⟨clip(E_L)⟩_{group(w)}; (W,), real or complex like e_loc."""
+    def centre(v):
+        v = clip_values(v, group, n_groups, clip_mad)
+        return v - group_stats(v, group, n_groups)[0][group]
+
+    if jnp.iscomplexobj(e_loc):
+        return jax.lax.complex(centre(e_loc.real), centre(e_loc.imag))
+    return centre(e_loc)
+
+
+# -- the loss with the unbiased gradient ------------------------------------------------------
+
+def make_energy_loss(log_psi: LogPsi, n_groups: int, clip_mad: float = 5.0):
+    """loss(params, x (W,N,2), cond (W,n_cond), group (W,), e_loc (W,)) -> scalar.
+
+    The value is the walker mean of Re E_L (unclipped); e_loc (real or complex) is data, computed
+    beforehand for the same params. The derivative with respect to params is the unbiased VMC
+    gradient (1/W) Σ_w 2 Re[ε_w^* ∂ log ψ_w] with ε the clipped energies centred per group
+    (a `jax.custom_jvp`, as in ferminet), i.e. Σ_g (n_g/W) ∂E_g.
+    """
+    batch_log_psi = jax.vmap(log_psi, in_axes=(None, 0, 0))
+
+    @jax.custom_jvp
+    def loss(params, x, cond, group, e_loc):
+        return jnp.mean(e_loc.real)
+
+    @loss.defjvp
+    def loss_jvp(primals, tangents):
+        params, x, cond, group, e_loc = primals
+        value = loss(params, x, cond, group, e_loc)
+        eps = jax.lax.stop_gradient(centred_local_energies(e_loc, group, n_groups, clip_mad))
+        _, dlog = jax.jvp(lambda p: batch_log_psi(p, x, cond), (params,), (tangents[0],))
+        if jnp.iscomplexobj(dlog):
+            eps_c = eps if jnp.iscomplexobj(eps) else eps.astype(dlog.dtype)
+            tangent = 2.0 * jnp.mean(jnp.real(jnp.conj(eps_c) * dlog))
+        else:
+            tangent = 2.0 * jnp.mean(jnp.real(eps) * dlog)
+        return value, tangent.astype(value.dtype)
+
+    return loss

@@ -1,0 +1,153 @@
+"""Metropolis–Hastings sampling of |ψ|² for walkers that each carry their own condition.
+
+A batch of W walkers spans several depth groups (DESIGN.md §3): walker w samples
+|ψ(x; c_w)|² with its own condition vector c_w and belongs to the depth group `group[w]`.
+Each group has its own Gaussian proposal width, adapted inside the jitted step toward a
+target acceptance (a deep moiré potential localises the electrons, so the best width
+shrinks with V; one global width would be a poor compromise across a sweep).
+
+Moves: all-electron Gaussian moves x' = wrap(x + σ_g ξ), ξ ~ N(0, 1)^{N×2}. The model's
+log ψ is a function of the whole configuration with no cheap one-electron update (the
+transformer couples every electron to every other), so a one-electron move costs one full
+network evaluation, N times as much per sweep as an all-electron move; ferminet and jaqmc
+make the same choice. The proposal is symmetric on the torus (wrapping maps the Gaussian
+onto the supercell), so the acceptance ratio is |ψ(x')|²/|ψ(x)|².
+
+Shapes: positions (W, N, 2) in a_M, wrapped into the supercell (Supercell.wrap);
+cond (W, n_cond), cond[:, 0] the depth V in E_M; group (W,) int32 in [0, G);
+width and acceptance (G,) per group.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qernel.hamiltonian import LogPsi
+from qernel.system import System
+
+#: Width adaptation: log σ_g += ADAPT_RATE · (acceptance_g − target) after every block.
+ADAPT_RATE = 1.0
+#: Widths are kept in [MIN_WIDTH, max_width(system)] (a_M).
+MIN_WIDTH = 1e-4
+
+
+class MCMCState(NamedTuple):
+    """Sampler state (a pytree; every field is an array).
+
+    positions: (W, N, 2) in a_M, inside the supercell.
+    cond: (W, n_cond) each walker's condition vector (cond[:, 0] = V in E_M).
+    log_psi: (W,) log|ψ| at `positions` (the real part of log ψ) for the parameters last
+        used; recomputed at the start of every block, because the parameters change between
+        blocks.
+    width: (G,) Gaussian proposal width per depth group, a_M.
+    acceptance: (G,) acceptance fraction per group over the last block.
+    group: (W,) int32 depth-group index of each walker.
+    """
+
+    positions: jax.Array
+    cond: jax.Array
+    log_psi: jax.Array
+    width: jax.Array
+    acceptance: jax.Array
+    group: jax.Array
+
+
+def max_width(system: System) -> float:
+    """Largest useful proposal width: half the shortest supercell lattice vector (a_M)."""
+    return 0.5 * float(np.min(np.linalg.norm(system.supercell.lattice, axis=-1)))
+
+
+def init_walkers(key, system: System, cond, group=None, n_groups: int | None = None, width: float = 0.1,
+                 dtype=None) -> MCMCState:
+    """Walkers placed uniformly at random in the supercell.
+
+    cond: (W, n_cond) (or (n_cond,), broadcast to `group`'s length — then `group` is needed);
+    group: (W,) int group index (default: all walkers in group 0); n_groups: G (default
+    max(group) + 1); width: the initial proposal width (a_M) of every group.
+    log_psi is zero until the first block computes it.
+    """
+    cond = jnp.asarray(cond, dtype=dtype)
+    if cond.ndim == 1:
+        if group is None:
+            raise ValueError("init_walkers: a single condition vector needs `group` to set the walker count")
+        cond = jnp.broadcast_to(cond, (len(group), cond.shape[0]))
+    n_walkers = cond.shape[0]
+    group = jnp.zeros(n_walkers, jnp.int32) if group is None else jnp.asarray(group, jnp.int32)
+    if group.shape != (n_walkers,):
+        raise ValueError(f"group has shape {group.shape}, expected ({n_walkers},)")
+    if n_groups is None:
+        n_groups = int(np.max(np.asarray(group))) + 1
+    frac = jax.random.uniform(key, (n_walkers, system.n_electrons, 2), dtype=cond.dtype)
+    positions = frac @ jnp.asarray(system.supercell.lattice, dtype=cond.dtype)
+    return MCMCState(
+        positions=positions,
+        cond=cond,
+        log_psi=jnp.zeros(n_walkers, cond.dtype),
+        width=jnp.full((n_groups,), width, cond.dtype),
+        acceptance=jnp.zeros((n_groups,), cond.dtype),
+        group=group,
+    )
+
+
+def batch_log_abs(log_psi: LogPsi) -> Callable:
+    """(params, x (W, N, 2), cond (W, n_cond)) -> log|ψ| (W,)."""
+
+    def f(params, x, cond):
+        out = log_psi(params, x, cond)
+        return out.real if jnp.iscomplexobj(out) else out
+
+    return jax.vmap(f, in_axes=(None, 0, 0))
+
+
+def group_mean(values, group, n_groups: int):
+    """Mean of values (W,) over each group; (G,) (0 for an empty group)."""
+    sums = jax.ops.segment_sum(values, group, num_segments=n_groups)
+    counts = jax.ops.segment_sum(jnp.ones_like(values), group, num_segments=n_groups)
+    return sums / jnp.maximum(counts, 1)
+
+
+def make_mcmc_step(log_psi: LogPsi, system: System, n_steps: int, target_acceptance: float = 0.5,
+                   adapt: bool = True):
+    """Build step(params, state, key) -> MCMCState: `n_steps` Metropolis–Hastings moves.
+
+    The block first recomputes log|ψ| for the current parameters, makes n_steps all-electron
+    moves in a lax.scan, then (if `adapt`) moves each group's width toward
+    `target_acceptance`. Pure and jit-able; vectorised over walkers.
+    """
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if not 0.0 < target_acceptance < 1.0:
+        raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance}")
+    log_abs = batch_log_abs(log_psi)
+    wrap = system.supercell.wrap
+    w_max = max_width(system)
+
+    def step(params, state: MCMCState, key) -> MCMCState:
+        n_groups = state.width.shape[0]
+        lp0 = log_abs(params, state.positions, state.cond)
+        sigma = state.width[state.group][:, None, None]
+
+        def move(carry, k):
+            x, lp = carry
+            k_prop, k_acc = jax.random.split(k)
+            prop = wrap(x + sigma * jax.random.normal(k_prop, x.shape, x.dtype))
+            lp_prop = log_abs(params, prop, state.cond)
+            log_u = jnp.log(jax.random.uniform(k_acc, lp.shape, lp.dtype))
+            accept = log_u < 2.0 * (lp_prop - lp)  # NaN proposals are rejected
+            x = jnp.where(accept[:, None, None], prop, x)
+            lp = jnp.where(accept, lp_prop, lp)
+            return (x, lp), accept.astype(x.dtype)
+
+        (x, lp), accepted = jax.lax.scan(move, (state.positions, lp0), jax.random.split(key, n_steps))
+        acc = group_mean(jnp.mean(accepted, axis=0), state.group, n_groups)
+        width = state.width
+        if adapt:
+            width = width * jnp.exp(ADAPT_RATE * (acc - target_acceptance))
+            width = jnp.clip(width, MIN_WIDTH, w_max)
+        return MCMCState(x, state.cond, lp, width, acc, state.group)
+
+    return step

@@ -1,0 +1,149 @@
+"""Checkpoint/resume (bit-identical), corrupt checkpoints, the NaN/inf guard, outputs."""
+
+import jax
+import numpy as np
+import pytest
+import xarray as xr
+
+from qernel import checkpoint
+from qernel.train import TrainConfig, run_training
+
+from .standin import StandInWavefunction
+
+DEPTHS = [0.5, 1.5]
+# variance weighting with re-splits every 2 steps: the resumed run must reproduce them too
+CFG = TrainConfig.from_dict(dict(steps=6, batch_size=16, pretrain_steps=4, burn_in=10, mcmc_steps=4,
+                                 checkpoint_every=3, learning_rate=0.01, depth_weighting="variance",
+                                 reweight_every=2, log_every=100))
+
+
+@pytest.fixture(scope="module")
+def wf(pair_system):
+    return StandInWavefunction(pair_system, ((0.5, 1.5),), shells=1.0, n_stars=1, init_scale=0.1)
+
+
+@pytest.fixture(scope="module")
+def reference(pair_system, wf, tmp_path_factory):
+    """The uninterrupted run."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    return run_training(pair_system, wf, DEPTHS, CFG, out, seed=3)
+
+
+class _Kill(Exception):
+    pass
+
+
+def _assert_same_params(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bit for bit
+
+
+def test_outputs_of_a_run(reference):
+    out = reference.out_dir
+    assert reference.step == 6
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["ckpt_00000000.msgpack", "ckpt_00000003.msgpack", "ckpt_00000006.msgpack"]
+    ds = xr.open_dataset(out / "train.nc")
+    assert list(ds.step.values) == [1, 2, 3, 4, 5, 6]
+    assert ds.energy_per_depth.dims == ("step", "depth") and list(ds.depth.values) == DEPTHS
+    assert ds.expert_usage.dims == ("step", "layer", "expert")
+    for name in ("energy", "variance", "acceptance", "learning_rate", "energy_per_depth", "variance_per_depth",
+                 "acceptance_per_depth", "expert_usage"):
+        assert np.all(np.isfinite(ds[name].values)), name
+    np.testing.assert_allclose(ds.energy.values, ds.energy_per_depth.values.mean(axis=1))
+    assert ds.attrs["units"] == "E_M" and "config_hash" in ds.attrs
+    assert ds.walkers_per_depth.values.sum(axis=1).tolist() == [16] * 6
+    params, meta = checkpoint.load_model(out / "model.msgpack")
+    assert meta["step"] == 6 and meta["depths"] == DEPTHS
+    _assert_same_params(params, reference.params)
+    ds.close()
+
+
+def test_kill_and_resume_is_bit_identical(pair_system, wf, reference, tmp_path):
+    def kill(step, record):
+        if step == 5:  # after the checkpoint at step 3, before the one at 6
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        run_training(pair_system, wf, DEPTHS, CFG, tmp_path, seed=3, callback=kill)
+    assert checkpoint.latest(tmp_path / "checkpoints").name == "ckpt_00000003.msgpack"
+    resumed = run_training(pair_system, wf, DEPTHS, CFG, tmp_path, seed=3)
+    _assert_same_params(resumed.params, reference.params)
+    _assert_same_params(resumed.mcmc, reference.mcmc)
+    for key in ("energy", "energy_per_depth", "walkers_per_depth", "acceptance_per_depth", "pretrain_loss"):
+        np.testing.assert_array_equal(resumed.history[key], reference.history[key])
+    log = (tmp_path / "train.log").read_text()
+    assert log.count("devices:") == 2  # appended, not truncated
+    assert "resumed from ckpt_00000003.msgpack at step 3" in log
+    assert "step 1/6" in log and "step 6/6" in log
+
+    # a corrupt newest checkpoint: reported, skipped, and the previous one used
+    newest = tmp_path / "checkpoints" / "ckpt_00000006.msgpack"
+    newest.write_bytes(newest.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match="corrupt checkpoint ckpt_00000006"):
+        again = run_training(pair_system, wf, DEPTHS, CFG, tmp_path, seed=3)
+    _assert_same_params(again.params, reference.params)
+    assert (tmp_path / "train.log").read_text().count("resumed from ckpt_00000003.msgpack") == 2
+    assert checkpoint.verify(newest)  # rewritten
+
+
+def test_a_poisoned_step_is_retried(pair_system, wf, reference, tmp_path):
+    poisoned = []
+
+    def inject(step, attempt):
+        if step == 2 and attempt == 0:
+            poisoned.append(step)
+            return [1]  # NaN local energies at the second depth
+        return None
+
+    res = run_training(pair_system, wf, DEPTHS, CFG, tmp_path, seed=3, fault_injector=inject)
+    assert poisoned == [2] and res.step == 6
+    assert res.history["retries"].tolist() == [0, 1, 0, 0, 0, 0]
+    assert all(np.all(np.isfinite(np.asarray(p))) for p in jax.tree.leaves(res.params))
+    assert np.all(np.isfinite(res.history["energy_per_depth"]))
+    # step 1 is untouched by the fault; step 2 was redone with other random numbers
+    assert res.history["energy"][0] == reference.history["energy"][0]
+    assert res.history["energy"][1] != reference.history["energy"][1]
+    log = (tmp_path / "train.log").read_text()
+    assert "step 2: attempt 1 rejected: non-finite local energies at depth(s) V = [1.5]" in log
+
+
+def test_repeated_failure_stops_naming_step_and_depth(pair_system, wf, tmp_path):
+    always = lambda step, attempt: [1] if step == 2 else None
+    with pytest.raises(FloatingPointError, match=r"step 2: non-finite local energies at depth\(s\) V = \[1.5\]"):
+        run_training(pair_system, wf, DEPTHS, CFG, tmp_path, seed=3, fault_injector=always)
+    ds = xr.open_dataset(tmp_path / "train.nc")
+    assert list(ds.step.values) == [1]  # the good history is kept
+    ds.close()
+    assert checkpoint.latest(tmp_path / "checkpoints").name == "ckpt_00000000.msgpack"
+
+
+def test_laplacian_switch_and_progress_bar(pair_system, wf, reference, tmp_path, capsys):
+    """laplacian="jvp" (the reference loop) gives the same first step as folx; progress=True draws a bar."""
+    cfg = TrainConfig.from_dict({**CFG.to_dict(), "steps": 1, "laplacian": "jvp"})
+    res = run_training(pair_system, wf, DEPTHS, cfg, tmp_path, seed=3, progress=True)
+    np.testing.assert_allclose(res.history["energy_per_depth"][0], reference.history["energy_per_depth"][0],
+                               rtol=1e-4)
+    err = capsys.readouterr().err
+    assert "train" in err and "E=" in err and "acc=" in err
+
+
+def test_variance_weighting_split():
+    from qernel.train import _reassign, _split_counts
+
+    counts = _split_counts(np.array([1.0, 3.0, 0.0]), total=24, minimum=2)
+    assert counts.sum() == 24 and counts.min() >= 2
+    assert counts.tolist() == [7, 15, 2]  # 20 free walkers ∝ σ = (1, 3, 0), then the minimum of 2 each
+    assert _split_counts(np.zeros(3), 12, 1).tolist() == [4, 4, 4]
+    group = np.arange(24) % 3
+    new = _reassign(group, counts)
+    assert np.bincount(new, minlength=3).tolist() == counts.tolist()
+    assert np.sum(new != group) == 7  # only the surplus walkers move: 1 of depth 0, 6 of depth 2
+
+
+def test_variance_weighting_moves_walkers_to_the_noisier_depth(reference):
+    walkers = reference.history["walkers_per_depth"]
+    variance = reference.history["variance_per_depth"]
+    assert walkers[0].tolist() == [8, 8]  # uniform until the first re-split (after step 2)
+    noisier = int(np.argmax(variance[:2].mean(axis=0)))
+    assert walkers[-1][noisier] > 8
