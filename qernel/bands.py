@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qernel.lattice import MOIRE_RECIPROCAL, lattice_points
+from qernel.linalg import slogdet
 from qernel.moire import moire_fourier_components
 from qernel.system import System
 
@@ -140,7 +141,7 @@ def slater_log_psi(ground_state: GroundState, n_up: int):
             if len(occ) == 0:
                 continue
             mat = orbital_values(ground_state.bands, occ, xs)
-            sign, logabs = jnp.linalg.slogdet(mat)
+            sign, logabs = slogdet(mat)
             out = out + logabs + 1j * jnp.angle(sign)
         return out
 

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from qernel.bands import DEFAULT_SHELLS, noninteracting_ground_state
+from qernel.linalg import slogdet
 from qernel.mcmc import MCMCState, make_mcmc_step
 from qernel.system import System
 
@@ -107,7 +108,7 @@ def make_target_log_psi(n_spin):
         for mat in target_orbitals(tables, n_spin, x, depth_index(tables, cond)):
             if mat.shape[0] == 0:
                 continue
-            sign, logabs = jnp.linalg.slogdet(mat)
+            sign, logabs = slogdet(mat)
             total = total + logabs + 1j * jnp.angle(sign)
         return total
 

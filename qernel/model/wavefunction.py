@@ -23,6 +23,7 @@ import numpy as np
 from flax import traverse_util
 
 from qernel.bands import noninteracting_ground_state
+from qernel.linalg import slogdet
 from qernel.model.config import ModelConfig
 from qernel.model.features import feature_vectors, one_electron_features
 from qernel.model.film import FiLM, normalise_condition
@@ -67,7 +68,7 @@ def log_sum_det(mats, complex_output: bool):
     for m in mats:
         if m.shape[-1] == 0:
             continue
-        s, la = jnp.linalg.slogdet(m)
+        s, la = slogdet(m)  # no LAPACK custom calls on CPU (see qernel.linalg)
         sign, logabs = sign * s, logabs + la
     if n_det == 1:
         total, s = logabs[0], sign[0]

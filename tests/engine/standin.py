@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qernel.bands import noninteracting_ground_state, plane_wave_basis
+from qernel.linalg import slogdet
 from qernel.system import System
 
 
@@ -110,7 +111,7 @@ class _Module(nn.Module):
         for m in self.orbitals(x, cond):
             if m.shape[-1] == 0:
                 continue
-            sign, logabs = jnp.linalg.slogdet(m[0])
+            sign, logabs = slogdet(m[0])  # plain jnp: no LAPACK custom calls (see qernel.linalg)
             log_psi = log_psi + logabs + 1j * jnp.angle(sign)
         moe_loss = self.router**2
         counts = jnp.stack([jnp.asarray([x.shape[0] / 2, x.shape[0] / 2], x.dtype)])

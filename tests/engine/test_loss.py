@@ -127,3 +127,4 @@ def test_custom_jvp_gradient_equals_explicit_formula(x64):
     for k in params:
         expected = 2.0 / w * (jnp.tensordot(eps.real, d_re[k], 1) + jnp.tensordot(eps.imag, d_im[k], 1))
         np.testing.assert_allclose(grad[k], expected, rtol=1e-10, atol=1e-12)
+

@@ -87,7 +87,8 @@ def test_adam_and_sr_from_a_rough_start(band_system, noninteracting_runs, tmp_pa
         runs[opt] = run_training(band_system, wf, [1.0], cfg, tmp_path / opt).history
         print(opt, runs[opt]["variance"][[0, -1]], runs[opt]["energy"][[0, -1]], exact[1])
     start = runs["sr"]["variance"][0]
-    assert runs["adam"]["variance"][0] == start  # the same start (same seed, same pretraining)
+    # the same start (same seed, same pretraining; two compiled programs, so equal up to float32 rounding)
+    np.testing.assert_allclose(runs["adam"]["variance"][0], start, rtol=1e-5)
     assert start > 10.0
     assert runs["adam"]["variance"][-5:].mean() < start / 10
     assert runs["sr"]["variance"][-5:].mean() < 1e-2

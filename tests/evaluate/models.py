@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qernel.bands import noninteracting_ground_state
+from qernel.linalg import slogdet
 from qernel.system import System
 
 
@@ -66,7 +67,7 @@ class SlaterModel:
             k = jax.lax.stop_gradient(p[f"k_{name}"])  # lattice data, not trainable: ψ stays periodic
             g = jax.lax.stop_gradient(p["g"])
             mat = jnp.exp(1j * (xs @ k.T)) * (jnp.exp(1j * (xs @ g.T)) @ c)
-            sign, logabs = jnp.linalg.slogdet(mat)
+            sign, logabs = slogdet(mat)
             out = out + logabs + 1j * jnp.angle(sign)
         n = self.system.n_electrons
         if n > 1:
