@@ -77,9 +77,9 @@ def _existing(path, what: str) -> Path:
     return p
 
 
-def _load(args, resolve: bool = True):
+def _load(args, resolve: bool = True, stage: str | None = None):
     try:
-        return load_sweep(args.config, args.sweep, resolve=resolve)
+        return load_sweep(args.config, args.sweep, resolve=resolve, stage=stage)
     except ConfigError as e:
         raise CLIError(str(e) if not e.key else f"{args.config}: {e}") from None
 
@@ -215,7 +215,7 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    sweep = _load(args)
+    sweep = _load(args, stage="evaluate")
     label, depth = _depth(sweep, args.depth)
     ckpt = _existing(args.checkpoint, "checkpoint")
     _log_start(args, sweep)
@@ -234,7 +234,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_observables(args) -> int:
-    sweep = _load(args)
+    sweep = _load(args, stage="analysis")
     label = _depth(sweep, args.depth)[0] if args.depth is not None else None
     evaluation = _existing(args.evaluation, "evaluation file")
     _log_start(args, sweep)
@@ -249,7 +249,7 @@ def cmd_observables(args) -> int:
 
 
 def cmd_aggregate(args) -> int:
-    sweep = _load(args)
+    sweep = _load(args, stage="analysis")
     inputs = [_existing(p, "observables file") for p in args.observables]
     _log_start(args, sweep)
     from qernel.aggregate import aggregate
@@ -262,7 +262,7 @@ def cmd_aggregate(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    sweep = _load(args)
+    sweep = _load(args, stage="analysis")
     phase_diagram = _existing(args.phase_diagram, "phase diagram")
     train = Path(args.train) if args.train else None
     if train is not None and not train.is_file():

@@ -146,9 +146,11 @@ def list_sweeps(path) -> list[str]:
     return list(config["sweeps"])
 
 
-def load_sweep(path, name: str, resolve: bool = True) -> "Sweep":
+def load_sweep(path, name: str, resolve: bool = True, stage: str | None = None) -> "Sweep":
     """The sweep `name` of the config file `path`, validated (all of the file's schema, this sweep's
-    physics). resolve=True also resolves model/pretrain/evaluate where their modules exist."""
+    physics). resolve=True also resolves model/pretrain/evaluate where their modules exist.
+    stage: the workflow stage that reads it (a key of STAGE_KEYS); a stage other than "pretrain"
+    skips the check of the pretraining batch, which its snapshot does not carry."""
     config = read_config(path)
     check_schema(config)
     sweeps = config["sweeps"]
@@ -156,7 +158,7 @@ def load_sweep(path, name: str, resolve: bool = True) -> "Sweep":
         raise ConfigError(f"sweeps.{name}", f"unknown sweep {name!r} (known: {', '.join(sweeps)})")
     sweep = build_sweep(name, sweeps[name], config.get("resources"))
     if resolve:
-        sweep.validate_components()
+        sweep.validate_components(check_pretrain_batch=stage in (None, "pretrain"))
     return sweep
 
 
@@ -552,14 +554,14 @@ class Sweep:
         only its stage's parts): what outputs record as their config."""
         return {key: value for key, value in self.canonical.items() if key in self.raw}
 
-    def validate_components(self) -> None:
+    def validate_components(self, check_pretrain_batch: bool = True) -> None:
         """Resolve model, pretrain and evaluate now (ConfigError naming the key if one is bad), and
-        check that the pretraining batch splits evenly over the depths and the job's GPUs (the
-        engine shards walkers over devices and groups them by depth)."""
+        (check_pretrain_batch) check that the pretraining batch splits evenly over the depths and
+        the job's GPUs (the engine shards walkers over devices and groups them by depth)."""
         self.model, self.pretrain, self.evaluate  # noqa: B018 (resolution raises on bad entries)
         batch = self.pretrain.get("batch_size") if isinstance(self.pretrain, Mapping) else \
             getattr(self.pretrain, "batch_size", None)
-        if batch is not None:
+        if check_pretrain_batch and batch is not None:
             devices = max(1, int(self.resources["pretrain"].get("gpu", 0)))
             unit = devices * len(self.depths)
             if batch % unit:

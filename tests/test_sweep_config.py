@@ -284,3 +284,17 @@ def test_pretrain_options_are_checked_by_the_engine():
     assert msg.startswith("sweeps.t.pretrain:") and "stepz" in msg
     msg = error(cfg(sweeps__t__pretrain={"steps": -3, "batch_size": 12}))
     assert msg.startswith("sweeps.t.pretrain.steps:") and "minimum" in msg
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "analysis"])
+def test_stage_snapshots_load_without_the_pretraining_batch(tmp_path, stage):
+    """A stage snapshot leaves out the pretrain section, so the default pretraining batch (256)
+    need not split over the sweep's depths there: 9 depths must load for every later stage."""
+    raw = cfg(sweeps__t__depths={"start": 0.0, "stop": 8.0, "num": 9}, sweeps__t__pretrain={"batch_size": 18})
+    assert qc.validate_config(raw)
+    path = tmp_path / f"{stage}.yaml"
+    path.write_text(qc.sweep_snapshot("t", raw["sweeps"]["t"], stage))
+    sweep = qc.load_sweep(path, "t", stage=stage)
+    assert len(sweep.depths) == 9 and "pretrain" not in sweep.raw
+    with pytest.raises(qc.ConfigError, match="pretrain.batch_size"):  # the pretraining stage still checks it
+        qc.load_sweep(path, "t", stage="pretrain")
