@@ -24,7 +24,8 @@ test: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(BIN)/python -m pytest -n $(CORES) -rs --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_benchmarks.py
+	mkdir -p benchmarks/results
+	$(BIN)/python benchmarks/bench_engine.py --csv benchmarks/results/engine_$$($(BIN)/python -c "import jax; print(jax.default_backend())").csv
 
 clean-venv:
 	rm -rf $(VENV)
