@@ -67,6 +67,11 @@ DEPTH_WEIGHTINGS = ("uniform", "variance")
 DTYPES = ("float32", "float64")
 #: Default learning rates when `learning_rate` is not given.
 DEFAULT_LR = {"sr": 0.05, "adam": 1e-3}
+#: Default step caps when `max_update_norm` is not given. SR: Fisher norm ‖Oδ‖ <= 0.03, the
+#: r.m.s. change of log ψ per step (FermiNet's KFAC norm constraint 1e-3 on δᵀFδ is the same
+#: bound); 0.3 let SR blow the variance up by 100× after pretraining (demo at λ = 0). Adam:
+#: the Euclidean norm of the whole update.
+DEFAULT_MAX_UPDATE_NORM = {"sr": 0.03, "adam": 0.3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +83,7 @@ class TrainConfig:
     learning_rate: η (None: 0.05 for sr, 1e-3 for adam); lr_decay_steps: η_t = η/(1 + t/decay)
     (<= 0: constant). sr_damping: diagonal shift λ; sr_momentum: SPRING μ (0 = MinSR).
     max_update_norm: cap on the step (sr: Fisher norm ‖Oδ‖, the r.m.s. change of log ψ; adam:
-    Euclidean norm); <= 0 disables it. clip_mad: local energies are clipped to median ± clip_mad
+    Euclidean norm); <= 0 disables it; None: 0.03 for sr, 0.3 for adam. clip_mad: local energies are clipped to median ± clip_mad
     mean absolute deviations per depth for the gradient (<= 0: off).
     mcmc_steps: Metropolis–Hastings moves between updates; burn_in: moves before the first
     update (after pretraining); target_acceptance; init_width: first proposal width (a_M).
@@ -102,7 +107,7 @@ class TrainConfig:
     lr_decay_steps: float = 1000.0
     sr_damping: float = 1e-3
     sr_momentum: float = 0.9
-    max_update_norm: float = 0.3
+    max_update_norm: float | None = None
     clip_mad: float = 5.0
     mcmc_steps: int = 10
     burn_in: int = 200
@@ -127,10 +132,11 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-        floats = ("lr_decay_steps", "sr_damping", "sr_momentum", "max_update_norm", "clip_mad", "init_width",
+        floats = ("lr_decay_steps", "sr_damping", "sr_momentum", "clip_mad", "init_width",
                   "pretrain_learning_rate", "moe_loss_weight", "target_acceptance")
         optional = tuple(n for n in ("learning_rate", "pretrain_shells") if getattr(self, n) is not None)
-        for name in floats + optional:
+        capped = ("max_update_norm",) if self.max_update_norm is not None else ()
+        for name in floats + optional + capped:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
@@ -170,6 +176,13 @@ class TrainConfig:
     @property
     def lr(self) -> float:
         return DEFAULT_LR[self.optimizer] if self.learning_rate is None else float(self.learning_rate)
+
+    @property
+    def update_cap(self) -> float:
+        """max_update_norm, or the optimiser's default when not given."""
+        if self.max_update_norm is None:
+            return DEFAULT_MAX_UPDATE_NORM[self.optimizer]
+        return float(self.max_update_norm)
 
 
 @flax.struct.dataclass
@@ -224,7 +237,7 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
     local_energy = jax.vmap(make_local_energy(system, log_psi, cfg.laplacian), in_axes=(None, 0, 0))
     energy_loss = make_energy_loss(log_psi, n_groups, cfg.clip_mad)
     schedule = learning_rate_schedule(cfg.lr, cfg.lr_decay_steps)
-    adam = make_adam(cfg.lr, cfg.lr_decay_steps, cfg.max_update_norm) if cfg.optimizer == "adam" else None
+    adam = make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap) if cfg.optimizer == "adam" else None
     w_moe = cfg.moe_loss_weight
 
     def moe_objective(params, x, cond):
@@ -254,7 +267,7 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
             jac, unravel = log_derivatives(log_psi, params, x, cond)
             o_mat, e_vec = sr_matrices(jac, eps, group, n_groups, is_complex)
             phi = spring_direction(o_mat, e_vec, state.opt_state["phi"], cfg.sr_damping, cfg.sr_momentum)
-            scale = fisher_norm_scale(o_mat, lr * phi, cfg.max_update_norm)
+            scale = fisher_norm_scale(o_mat, lr * phi, cfg.update_cap)
             phi = phi * scale
             delta = lr * phi
             update_norm = jnp.sqrt(jnp.sum((o_mat @ delta) ** 2))
@@ -514,7 +527,7 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
     is_complex = jnp.iscomplexobj(jax.eval_shape(wf.log_psi, params0, x0, c0))
     _, _, aux0 = jax.eval_shape(wf.apply, params0, x0, c0)
     usage_shape = tuple(aux0["expert_counts"].shape) if isinstance(aux0, dict) and "expert_counts" in aux0 else (1, 1)
-    opt0 = sr_init(params0) if cfg.optimizer == "sr" else make_adam(cfg.lr, cfg.lr_decay_steps, cfg.max_update_norm).init(params0)
+    opt0 = sr_init(params0) if cfg.optimizer == "sr" else make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap).init(params0)
 
     group0 = np.arange(cfg.batch_size) % n_depths
     cond0 = jnp.asarray(depths[group0][:, None], dtype)

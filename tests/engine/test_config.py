@@ -11,6 +11,8 @@ def test_defaults_and_round_trip():
     assert cfg == TrainConfig()
     assert cfg.optimizer == "sr" and cfg.clip_mad == 5.0 and cfg.lr == 0.05
     assert TrainConfig.from_dict({"optimizer": "adam"}).lr == 1e-3
+    assert cfg.update_cap == 0.03 and TrainConfig.from_dict({"optimizer": "adam"}).update_cap == 0.3
+    assert TrainConfig.from_dict({"max_update_norm": 1}).update_cap == 1.0
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     # the keys of the demo sweep (DESIGN.md §6)
     demo = TrainConfig.from_dict({"steps": 2000, "batch_size": 512, "optimizer": "sr"})

@@ -17,7 +17,7 @@ from .standin import StandInWavefunction
 DEPTHS = (0.5, 1.0, 1.5)
 PER_DEPTH = 128  # walkers per depth in every run: the same number of samples per depth and step
 STEPS = 60
-SR = dict(optimizer="sr", learning_rate=0.005, sr_momentum=0.9, sr_damping=1e-3, mcmc_steps=10, burn_in=100,
+SR = dict(optimizer="sr", learning_rate=0.005, sr_momentum=0.9, sr_damping=1e-3, max_update_norm=0.3, mcmc_steps=10, burn_in=100,
           pretrain_steps=200, pretrain_learning_rate=0.01, pretrain_shells=4.0, checkpoint_every=10_000,
           log_every=10_000)
 
