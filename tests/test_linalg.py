@@ -8,7 +8,7 @@ import pytest
 from qernel.linalg import lu_slogdet, slogdet
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 7])
+@pytest.mark.parametrize("n", [1, 2, 5])
 def test_matches_numpy_for_real_and_complex_batches(x64, n):
     rng = np.random.default_rng(n)
     for a in (rng.normal(size=(4, 3, n, n)), rng.normal(size=(4, 3, n, n)) + 1j * rng.normal(size=(4, 3, n, n))):
