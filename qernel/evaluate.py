@@ -816,11 +816,6 @@ def _claim_work_dir(directory: Path, setup_hash: str) -> None:
     marker.write_text(setup_hash + "\n")
 
 
-def _system_dict(system: System) -> dict:
-    return {"supercell": [list(r) for r in system.supercell.matrix], "n_up": system.n_up, "n_down": system.n_down,
-            "coupling": system.coupling, "phase_deg": system.phase_deg, "energy_unit_meV": system.energy_unit_meV}
-
-
 def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalConfig, out_path, seed: int = 0,
                    attrs: dict | None = None, *, mesh=None, callback=None) -> Path:
     """Evaluate the pretrained model `checkpoint_path` at depth V (E_M); write `out_path`.
@@ -846,7 +841,7 @@ def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalC
                         depth, cond_range[0])
         model_sha = _sha256(checkpoint_path)
         setup = {"model_sha256": model_sha, "depth": float(depth), "seed": int(seed), "dtype": dtype,
-                 "evaluate": cfg.to_dict(), "system": _system_dict(system)}
+                 "evaluate": cfg.to_dict(), "system": system.config_dict()}
         work = work_dir(out_path)
         _claim_work_dir(work, hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest())
         root = jax.random.PRNGKey(seed)
@@ -856,7 +851,7 @@ def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalC
             from qernel.io import provenance_attrs
 
             e_m = system.energy_unit_meV
-            attrs = provenance_attrs({"system": _system_dict(system), "evaluate": cfg.to_dict()}, "unknown",
+            attrs = provenance_attrs({"system": system.config_dict(), "evaluate": cfg.to_dict()}, "unknown",
                                      float("nan") if e_m is None else e_m)
         if cfg.finetune_steps > 0:
             from qernel.train import run_training

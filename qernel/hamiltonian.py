@@ -73,11 +73,21 @@ def _laplacian_and_gradient(g, x_flat, method: str):
     raise ValueError(f"unknown laplacian method {method!r}; choose one of {LAPLACIAN_METHODS}")
 
 
-def kinetic_energy(f: Callable[[jax.Array], jax.Array], x: jax.Array, method: str = "folx") -> jax.Array:
-    """−½ Re[∇²ψ/ψ] in E_M for log ψ = f(x), x (N, 2) in a_M; f real or complex scalar."""
+def complex_kinetic_energy(f: Callable[[jax.Array], jax.Array], x: jax.Array, method: str = "folx"):
+    """(Re, Im) of −½ ∇²ψ/ψ = −½ [∇² log ψ + (∇ log ψ)²] in E_M for log ψ = f(x), x (N, 2) in a_M.
+
+    Im is zero for real log ψ; for complex ψ the training gradient needs it (see qernel.loss).
+    """
     x_flat = x.reshape(-1)
     lap, grad = _laplacian_and_gradient(_real_outputs(f, x.shape), x_flat, method)
-    return -0.5 * (lap[0] + jnp.sum(grad[:, 0] ** 2) - jnp.sum(grad[:, 1] ** 2))
+    real = -0.5 * (lap[0] + jnp.sum(grad[:, 0] ** 2) - jnp.sum(grad[:, 1] ** 2))
+    imag = -0.5 * (lap[1] + 2.0 * jnp.sum(grad[:, 0] * grad[:, 1]))
+    return real, imag
+
+
+def kinetic_energy(f: Callable[[jax.Array], jax.Array], x: jax.Array, method: str = "folx") -> jax.Array:
+    """−½ Re[∇²ψ/ψ] in E_M for log ψ = f(x), x (N, 2) in a_M; f real or complex scalar."""
+    return complex_kinetic_energy(f, x, method)[0]
 
 
 def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None):
@@ -85,16 +95,30 @@ def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", 
 
     Vectorise over walkers with jax.vmap. `cond[0]` is the depth V (E_M).
     """
+    components_and_imag = make_complex_local_energy(system, log_psi, laplacian, ewald)
+
+    def local_energy(params, x, cond) -> EnergyComponents:
+        return components_and_imag(params, x, cond)[0]
+
+    return local_energy
+
+
+def make_complex_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None):
+    """Build f(params, x, cond) -> (EnergyComponents, Im E_L) for one configuration x (N, 2).
+
+    The components are `make_local_energy`'s; Im E_L = −½ Im[∇² log ψ + (∇ log ψ)²] (the
+    potentials are real) is what the gradient of a complex ψ needs besides them.
+    """
     if laplacian not in LAPLACIAN_METHODS:
         raise ValueError(f"unknown laplacian method {laplacian!r}; choose one of {LAPLACIAN_METHODS}")
     ewald = Ewald(system.supercell) if ewald is None else ewald
     lam, phase = system.coupling, system.phase
 
-    def local_energy(params, x, cond) -> EnergyComponents:
-        kin = kinetic_energy(lambda y: log_psi(params, y, cond), x, laplacian)
+    def local_energy(params, x, cond):
+        kin, kin_imag = complex_kinetic_energy(lambda y: log_psi(params, y, cond), x, laplacian)
         pot = jnp.sum(moire_potential(x, cond[0], phase))
         inter = lam * ewald.energy(x)
-        return EnergyComponents(kin, pot, inter.astype(x.dtype))
+        return EnergyComponents(kin, pot, inter.astype(x.dtype)), kin_imag
 
     return local_energy
 

@@ -25,8 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from qernel.ewald import Ewald
-from qernel.hamiltonian import LAPLACIAN_METHODS, EnergyComponents, LogPsi, _laplacian_and_gradient, _real_outputs
-from qernel.moire import moire_potential
+from qernel.hamiltonian import EnergyComponents, LogPsi, make_complex_local_energy
 from qernel.system import System
 
 
@@ -46,24 +45,12 @@ class LocalEnergy(NamedTuple):
 
 
 def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None):
-    """local_energy(params, x (N, 2), cond (n_cond,)) -> LocalEnergy for one configuration.
-
-    The real part is exactly `qernel.hamiltonian.make_local_energy`'s (same Laplacian code);
-    this version also keeps Im E_L, which the gradient of a complex ψ needs.
-    """
-    if laplacian not in LAPLACIAN_METHODS:
-        raise ValueError(f"unknown laplacian method {laplacian!r}; choose one of {LAPLACIAN_METHODS}")
-    ewald = Ewald(system.supercell) if ewald is None else ewald
-    lam, phase = system.coupling, system.phase
+    """local_energy(params, x (N, 2), cond (n_cond,)) -> LocalEnergy for one configuration:
+    `qernel.hamiltonian.make_complex_local_energy`'s components and Im E_L."""
+    components_and_imag = make_complex_local_energy(system, log_psi, laplacian, ewald)
 
     def local_energy(params, x, cond) -> LocalEnergy:
-        g = _real_outputs(lambda y: log_psi(params, y, cond), x.shape)
-        lap, grad = _laplacian_and_gradient(g, x.reshape(-1), laplacian)
-        kin = -0.5 * (lap[0] + jnp.sum(grad[:, 0] ** 2) - jnp.sum(grad[:, 1] ** 2))
-        kin_imag = -0.5 * (lap[1] + 2.0 * jnp.sum(grad[:, 0] * grad[:, 1]))
-        pot = jnp.sum(moire_potential(x, cond[0], phase))
-        inter = (lam * ewald.energy(x)).astype(x.dtype)
-        return LocalEnergy(EnergyComponents(kin, pot, inter), kin_imag)
+        return LocalEnergy(*components_and_imag(params, x, cond))
 
     return local_energy
 

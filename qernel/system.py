@@ -64,3 +64,9 @@ class System:
     @property
     def phase_deg(self) -> float:
         return math.degrees(self.phase)
+
+    def config_dict(self) -> dict:
+        """The system in moiré units as a config-like mapping (supercell, n_up, n_down, coupling,
+        phase_deg, energy_unit_meV): what training and evaluation outputs record."""
+        return {"supercell": [list(r) for r in self.supercell.matrix], "n_up": self.n_up, "n_down": self.n_down,
+                "coupling": self.coupling, "phase_deg": self.phase_deg, "energy_unit_meV": self.energy_unit_meV}

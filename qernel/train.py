@@ -47,6 +47,7 @@ import xarray as xr
 from jax.flatten_util import ravel_pytree
 
 from qernel import checkpoint, parallel
+from qernel.io import provenance_attrs, write_netcdf
 from qernel.loss import centred_local_energies, group_stats, make_energy_loss, make_local_energy
 from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
 from qernel.optim import (
@@ -463,22 +464,8 @@ def _dataset(history: dict, depths: np.ndarray, system: System, cfg: TrainConfig
     return ds
 
 
-def _system_dict(system: System) -> dict:
-    return {"supercell": [list(r) for r in system.supercell.matrix], "n_up": system.n_up, "n_down": system.n_down,
-            "coupling": system.coupling, "phase_deg": system.phase_deg,
-            "energy_unit_meV": system.energy_unit_meV}
-
-
-def _write_nc(path: Path, ds: xr.Dataset, attrs: dict) -> None:
-    from qernel.io import write_netcdf
-
-    write_netcdf(ds, path, attrs)
-
-
 def _default_attrs(system: System, cfg: TrainConfig, depths) -> dict:
-    from qernel.io import provenance_attrs
-
-    config = {"system": _system_dict(system), "depths": [float(v) for v in depths], "pretrain": cfg.to_dict()}
+    config = {"system": system.config_dict(), "depths": [float(v) for v in depths], "pretrain": cfg.to_dict()}
     e_m = system.energy_unit_meV
     return provenance_attrs(config, "unknown", float("nan") if e_m is None else e_m)
 
@@ -569,7 +556,7 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
                 "meta": {"seed": seed, "depths": depths, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
                          "config": json.dumps(cfg.to_dict(), sort_keys=True), "n_electrons": n_el}}
         checkpoint.save(checkpoint.checkpoint_path(ckpt_dir, step), tree)
-        _write_nc(out_dir / "train.nc", _dataset(hist, depths, system, cfg), attrs)
+        write_netcdf(_dataset(hist, depths, system, cfg), out_dir / "train.nc", attrs)
 
     if resume is None:
         t0 = time.time()
@@ -621,7 +608,7 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
                         else "a non-finite parameter update (all depths: energies finite)")
                 log(f"step {t}: attempt {attempt + 1} rejected: {what}; retrying from the last good state", echo=True)
             else:
-                _write_nc(out_dir / "train.nc", _dataset(history, depths, system, cfg), attrs)
+                write_netcdf(_dataset(history, depths, system, cfg), out_dir / "train.nc", attrs)
                 raise FloatingPointError(
                     f"training stopped at step {t}: {what} in {cfg.max_retries + 1} attempts "
                     f"(max_retries = {cfg.max_retries}); last good checkpoint in {ckpt_dir}")
@@ -663,9 +650,9 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
     final_step = int(host.step)
     if last is None and len(history["step"]):
         last = {"energy_per_depth": history["energy_per_depth"][-1]}
-    _write_nc(out_dir / "train.nc", _dataset(history, depths, system, cfg), attrs)
+    write_netcdf(_dataset(history, depths, system, cfg), out_dir / "train.nc", attrs)
     metadata = {"depths": [float(v) for v in depths], "step": final_step, "seed": seed,
-                "system": _system_dict(system), "train_config": cfg.to_dict(),
+                "system": system.config_dict(), "train_config": cfg.to_dict(),
                 "model_config": _plain(getattr(wf, "config", None)),
                 "cond_range": getattr(wf, "cond_range", None)}
     model_path = checkpoint.save_model(out_dir / "model.msgpack", host.params, metadata)
