@@ -82,7 +82,7 @@ import numpy as np
 import xarray as xr
 
 from qernel import checkpoint, parallel
-from qernel.hamiltonian import LAPLACIAN_METHODS, make_local_energy
+from qernel.hamiltonian import LAPLACIAN_METHODS, make_local_energy, map_walkers
 from qernel.lattice import MOIRE_LATTICE, MOIRE_RECIPROCAL
 from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
 from qernel.observables import (
@@ -142,6 +142,8 @@ class EvalConfig:
     structure_factor_shells: S(k) at supercell reciprocal vectors with |k| <= shells · 4π/√3.
     pair_correlation_bins: g(r) bins up to half the shortest supercell vector (0 = no g(r)).
     laplacian: "folx" or "jvp". dtype: "float32", "float64", or None (the pretraining's dtype).
+    max_vmap_batch_size: local energies for at most this many walkers at once (0 = all; smaller
+        bounds memory, qernel.hamiltonian.map_walkers); fine-tuning uses it too.
     checkpoint_every: measurement steps between sampling checkpoints (0: about every 10 %).
     max_series_elements: the most numbers one per-step series may hold in evaluation.nc before
         its steps are averaged in blocks (see the module docstring).
@@ -160,13 +162,15 @@ class EvalConfig:
     structure_factor_shells: float = DEFAULT_K_SHELLS
     pair_correlation_bins: int = 50
     laplacian: str = "folx"
+    max_vmap_batch_size: int = 0
     dtype: str | None = None
     checkpoint_every: int = 0
     max_series_elements: int = 2**24
 
     def __post_init__(self):
         ints = {"finetune_steps": 0, "samples": 1, "batch_size": 1, "mcmc_steps": 1, "burn_in": 0,
-                "pair_correlation_bins": 0, "checkpoint_every": 0, "max_series_elements": 1}
+                "pair_correlation_bins": 0, "checkpoint_every": 0, "max_series_elements": 1,
+                "max_vmap_batch_size": 0}
         for name, minimum in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
@@ -295,18 +299,19 @@ def make_grids(system: System, cfg: EvalConfig) -> _Grids:
                   pair_r_limit(sc))
 
 
-def make_estimators(system: System, log_psi, grids: _Grids, laplacian: str = "folx"):
+def make_estimators(system: System, log_psi, grids: _Grids, laplacian: str = "folx", max_vmap_batch_size: int = 0):
     """estimators(params, x (W, N, 2), cond (W, n_cond)) -> dict of walker means for one step.
 
     Keys (shapes): energy (4,) per electron [total, kinetic, potential, interaction];
     local_energy_variance (); n_nonfinite () (walkers whose local energy is NaN or inf);
     density (n_x, n_y); supercell_density (m_x, m_y);
     rho_k (K, 3) [|ρ_k|²/N, Re ρ_k, Im ρ_k]; pair_correlation (n_r,) (if pair_bins > 0).
-    Pure and jit-able; no Python loop over walkers or electrons.
+    Pure and jit-able; no Python loop over walkers or electrons. max_vmap_batch_size: see
+    qernel.hamiltonian.map_walkers.
     """
     sc = system.supercell
     n_el = system.n_electrons
-    local_energy = jax.vmap(make_local_energy(system, log_psi, laplacian), in_axes=(None, 0, 0))
+    local_energy = map_walkers(make_local_energy(system, log_psi, laplacian), max_vmap_batch_size)
     cell_to_frac = MOIRE_RECIPROCAL.T / (2.0 * np.pi)
     super_to_frac = sc.reciprocal.T / (2.0 * np.pi)
     cell_bin_area = MOIRE_CELL_AREA / (grids.cell_bins[0] * grids.cell_bins[1])
@@ -355,11 +360,12 @@ def make_estimators(system: System, log_psi, grids: _Grids, laplacian: str = "fo
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(system: System, log_psi, grids: _Grids, laplacian: str, mcmc_steps: int, target_acceptance: float):
+def _compiled(system: System, log_psi, grids: _Grids, laplacian: str, mcmc_steps: int, target_acceptance: float,
+              max_vmap_batch_size: int = 0):
     """(burn_in_block, measure) jitted: burn-in moves with width adaptation; a measurement step."""
     burn = jax.jit(make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=True), donate_argnums=(1,))
     mcmc = make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=False)
-    estimators = make_estimators(system, log_psi, grids, laplacian)
+    estimators = make_estimators(system, log_psi, grids, laplacian, max_vmap_batch_size)
 
     def measure(params, state: MCMCState, key):
         state = mcmc(params, state, key)
@@ -466,7 +472,8 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
     cond = jnp.full((w, 1), depth, jdtype)
     state = init_walkers(k_init, system, cond, width=cfg.init_width, dtype=jdtype)
     series = {name: _Series(n_steps, shape, cfg.max_series_elements) for name, shape in _series_shapes(grids).items()}
-    burn, measure = _compiled(system, log_psi, grids, cfg.laplacian, cfg.mcmc_steps, float(cfg.target_acceptance))
+    burn, measure = _compiled(system, log_psi, grids, cfg.laplacian, cfg.mcmc_steps, float(cfg.target_acceptance),
+                              cfg.max_vmap_batch_size)
 
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     start = None
@@ -758,8 +765,8 @@ def finetune_config(cfg: EvalConfig, metadata: dict | None = None, dtype: str | 
     """The `TrainConfig` of fine-tuning at one depth.
 
     Starts from the pretraining's options recorded in the model file (unknown ones dropped),
-    sets steps = finetune_steps, no orbital pretraining, batch_size, laplacian and dtype of the
-    evaluation, a uniform depth weighting; then `cfg.finetune` wins. Without a
+    sets steps = finetune_steps, no orbital pretraining, batch_size, laplacian,
+    max_vmap_batch_size and dtype of the evaluation, a uniform depth weighting; then `cfg.finetune` wins. Without a
     `finetune.learning_rate` the rate continues where the pretraining's schedule ended,
     η/(1 + steps/lr_decay_steps) (or is the default of another optimizer chosen in `finetune`).
     """
@@ -773,7 +780,7 @@ def finetune_config(cfg: EvalConfig, metadata: dict | None = None, dtype: str | 
         log.warning("ignoring the pretraining options of the model file (%s); fine-tuning from defaults", err)
         base, pre = {}, TrainConfig()
     d = {**base, "steps": int(cfg.finetune_steps), "pretrain_steps": 0, "batch_size": int(cfg.batch_size),
-         "laplacian": cfg.laplacian, "dtype": dtype or resolve_dtype(cfg, metadata), "depth_weighting": "uniform",
+         "laplacian": cfg.laplacian, "max_vmap_batch_size": int(cfg.max_vmap_batch_size), "dtype": dtype or resolve_dtype(cfg, metadata), "depth_weighting": "uniform",
          "target_acceptance": float(cfg.target_acceptance),
          "checkpoint_every": min(pre.checkpoint_every, max(1, cfg.finetune_steps // 10)),
          "log_every": max(1, cfg.finetune_steps // 10)}

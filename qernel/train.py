@@ -61,6 +61,7 @@ from qernel.optim import (
     spring_direction,
 )
 from qernel.bands import DEFAULT_SHELLS
+from qernel.hamiltonian import map_walkers
 from qernel.pretrain import make_pretrain_step, make_targets
 from qernel.system import System
 
@@ -96,6 +97,8 @@ class TrainConfig:
     depth_weighting: "uniform" or "variance" split of the batch across depths;
     reweight_every: steps between re-splits when "variance".
     dtype: "float32" or "float64"; laplacian: "folx" or "jvp".
+    max_vmap_batch_size: local energies are computed for at most this many walkers at once (all
+    devices together; 0 = all at once); smaller bounds memory (qernel.hamiltonian.map_walkers).
     max_retries: a step with non-finite energies or update is retried with new random numbers
     up to this many times before the run stops. log_every: steps between plain log lines on
     stdout (train.log gets every step).
@@ -123,12 +126,14 @@ class TrainConfig:
     reweight_every: int = 20
     dtype: str = "float32"
     laplacian: str = "folx"
+    max_vmap_batch_size: int = 0
     max_retries: int = 3
     log_every: int = 10
 
     def __post_init__(self):
         ints = {"steps": 0, "batch_size": 1, "mcmc_steps": 1, "burn_in": 0, "pretrain_steps": 0,
-                "checkpoint_every": 1, "reweight_every": 1, "max_retries": 0, "log_every": 1}
+                "checkpoint_every": 1, "reweight_every": 1, "max_retries": 0, "log_every": 1,
+                "max_vmap_batch_size": 0}
         for name, minimum in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
@@ -235,7 +240,7 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
     """
     log_psi = wf.log_psi
     mcmc = make_mcmc_step(log_psi, system, cfg.mcmc_steps, cfg.target_acceptance)
-    local_energy = jax.vmap(make_local_energy(system, log_psi, cfg.laplacian), in_axes=(None, 0, 0))
+    local_energy = map_walkers(make_local_energy(system, log_psi, cfg.laplacian), cfg.max_vmap_batch_size)
     energy_loss = make_energy_loss(log_psi, n_groups, cfg.clip_mad)
     schedule = learning_rate_schedule(cfg.lr, cfg.lr_decay_steps)
     adam = make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap) if cfg.optimizer == "adam" else None

@@ -53,6 +53,8 @@ def main():
         except _Stop:
             pass
         c = run_training(system, wf, depths, cfg, tmp / "moved", mesh=one, progress=False)
+        chunked = TrainConfig.from_dict({**cfg.to_dict(), "max_vmap_batch_size": 4})  # 2 chunks of 4 walkers
+        d = run_training(system, wf, depths, chunked, tmp / "chunked", mesh=two, progress=False)
         log_two = (tmp / "two" / "train.log").read_text()
         try:
             run_training(system, wf, depths, TrainConfig.from_dict({**cfg.to_dict(), "batch_size": 6}), tmp / "bad",
@@ -80,12 +82,13 @@ def main():
         params_scale=maxabs(a.params),
         two_vs_one=maxdiff(a.params, b.params),
         moved_vs_one=maxdiff(a.params, c.params),
+        chunked_vs_one=maxdiff(a.params, d.params),
         energy_two_vs_one=float(np.max(np.abs(a.history["energy_per_depth"] - b.history["energy_per_depth"]))),
         energy_scale=float(np.max(np.abs(a.history["energy_per_depth"]))),
         shards=len(walkers.addressable_shards),
         shard_rows=[int(s.data.shape[0]) for s in walkers.addressable_shards],
         logged_two_devices="devices: 2 × cpu" in log_two,
-        steps=[a.step, b.step, c.step],
+        steps=[a.step, b.step, c.step, d.step],
     )
     print(json.dumps(report))
 

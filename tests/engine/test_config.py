@@ -27,7 +27,7 @@ def test_unknown_key_is_named():
 
 @pytest.mark.parametrize("key,value", [
     ("optimizer", "kfac2"), ("batch_size", 0), ("steps", -1), ("steps", 1.5), ("sr_momentum", 1.0),
-    ("target_acceptance", 1.2), ("dtype", "float16"), ("laplacian", "hessian"), ("depth_weighting", "random"),
+    ("target_acceptance", 1.2), ("dtype", "float16"), ("laplacian", "hessian"), ("max_vmap_batch_size", -2), ("depth_weighting", "random"),
     ("sr_damping", 0.0), ("mcmc_steps", 0), ("clip_mad", float("nan")),
 ])
 def test_bad_values_name_the_key(key, value):

@@ -15,7 +15,7 @@ def test_two_device_step_equals_one_device_step():
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(report)
-    assert report["steps"] == [4, 4, 4]
+    assert report["steps"] == [4, 4, 4, 4]
     assert report["logged_two_devices"]
     assert report["shards"] == 2 and report["shard_rows"] == [4, 4]  # walkers split over the devices
     assert report["params_replicated"]
@@ -24,4 +24,6 @@ def test_two_device_step_equals_one_device_step():
     assert report["energy_two_vs_one"] < 1e-9 * max(1.0, report["energy_scale"])
     # a checkpoint written on 2 devices restores on 1 and continues the same trajectory
     assert report["moved_vs_one"] < 1e-9 * max(1.0, report["params_scale"])
+    # local energies in chunks of 4 walkers (max_vmap_batch_size) on 2 devices: the same trajectory
+    assert report["chunked_vs_one"] < 1e-9 * max(1.0, report["params_scale"])
     assert "batch_size" in report["bad_batch_error"] and "(devices 2) × (depths 2)" in report["bad_batch_error"]

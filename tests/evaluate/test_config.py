@@ -26,6 +26,7 @@ def test_defaults_and_steps():
     ({"batch_size": 2.5}, "batch_size"),
     ({"mcmc_steps": 0}, "mcmc_steps"),
     ({"burn_in": -1}, "burn_in"),
+    ({"max_vmap_batch_size": -1}, "max_vmap_batch_size"),
     ({"laplacian": "fd"}, "laplacian"),
     ({"dtype": "float16"}, "dtype"),
     ({"density_bins": [4, 0]}, "density_bins"),
@@ -48,6 +49,8 @@ def test_finetune_config_continues_the_pretraining():
     t = finetune_config(cfg, meta)
     assert t.steps == 40 and t.pretrain_steps == 0 and t.batch_size == 64 and t.dtype == "float64"
     assert t.optimizer == "sr" and t.clip_mad == 3.0 and t.depth_weighting == "uniform"
+    assert t.max_vmap_batch_size == 0
+    assert finetune_config(dataclasses.replace(cfg, max_vmap_batch_size=16), meta).max_vmap_batch_size == 16
     assert t.learning_rate == pytest.approx(0.1 / (1 + 300 / 100))  # where the schedule ended
     t = finetune_config(dataclasses.replace(cfg, finetune={"learning_rate": 0.02}), meta)
     assert t.learning_rate == 0.02
