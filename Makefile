@@ -25,7 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p benchmarks/results
-	$(BIN)/python benchmarks/bench_engine.py --csv benchmarks/results/engine_$$($(BIN)/python -c "import jax; print(jax.default_backend())").csv
+	$(BIN)/python benchmarks/bench_engine.py --out benchmarks/results/engine_$$($(BIN)/python -c "import jax; print(jax.default_backend())")
 
 clean-venv:
 	rm -rf $(VENV)

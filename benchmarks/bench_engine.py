@@ -1,23 +1,30 @@
-"""Engine benchmark (not a test): seconds per training step and walkers·steps/s, folx vs jvp.
+"""Engine benchmark (not a test): training step, local energy, MCMC and memory, folx vs jvp.
 
-    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/bench_engine.py                 # N = 6, 12, 24
-    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/bench_engine.py --sizes 6 --batch 32 --steps 3
-    make bench                                   # the default run, CSV in benchmarks/results/
+    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/bench_engine.py --out benchmarks/results/cpu
+    JAX_PLATFORMS=cpu .venv/bin/python benchmarks/bench_engine.py --only train --sizes 24 --batch 256
+    make bench                                   # the default run, CSVs in benchmarks/results/
 
-For each electron count N (spin-polarised holes at ν = 2/3: N = 6, 12, 24 in 3×3, 3×6, 6×6
-supercells) it builds the `tiny` network, jits one training step (MCMC block + local energies +
-SPRING update) for each Laplacian method, runs `--steps` timed steps after one warm-up step, and
-prints seconds per step, walkers·steps/s (walkers × MCMC moves per second), the compile time,
-the folx/jvp time ratio and the peak resident memory of the process (resource.getrusage, which
-only grows: read it per run, not per size). One JSON line per size goes to stdout at the end,
-the fitted scaling exponent (seconds per step ∝ N^p, least squares in log-log) to stderr, and
-`--csv FILE` writes the rows as CSV with the device named.
+Spin-polarised holes at ν = 2/3 (N = 6, 12, 24, 48 in 3×3, 3×6, 6×6, 6×12 supercells), the `tiny`
+network, λ = 10.62, φ = 45°, one depth. Everything compared is measured in the same process:
+
+- train: one jitted training step (an MCMC block of `--mcmc-steps` moves of every walker, local
+  energies, per-depth gradient, SPRING update) with folx and with the jvp-of-grad loop: seconds
+  per step, walkers·steps/s, compile time, folx/jvp, and the scaling exponent p of s/step ∝ N^p;
+- local: the local energy alone (vmapped over `--local-batch` walkers), seconds per walker, folx
+  vs jvp (the jvp loop is skipped above `--jvp-max-n`, where it is too slow to be worth timing);
+- mcmc: one MCMC block alone: walker·moves/s (each move is one network evaluation per walker);
+- memory: XLA's compiled temporary memory (`memory_analysis().temp_size_in_bytes`, exact, not a
+  sampled peak) of the training step per walker, and of the same step with the local energies
+  in chunks (`max_vmap_batch_size`); plus the peak resident memory of the process
+  (`getrusage`, which only grows).
+
+Each section's rows go to `<out>_<section>.csv` with the device named; a summary goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import csv
 import math
 import resource
 import sys
@@ -27,87 +34,207 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qernel import parallel
+from qernel.hamiltonian import make_local_energy, map_walkers
 from qernel.lattice import Supercell
-from qernel.mcmc import init_walkers
+from qernel.mcmc import init_walkers, make_mcmc_step
 from qernel.model import make_wavefunction
 from qernel.optim import sr_init
 from qernel.system import System
 from qernel.train import TrainConfig, TrainState, _place, make_train_step
-from qernel import parallel
 
-SUPERCELLS = {6: (3, 3), 12: (3, 6), 24: (6, 6)}
+SUPERCELLS = {6: (3, 3), 12: (3, 6), 24: (6, 6), 48: (6, 12)}
+DEPTH = 2.0
+SECTIONS = ("train", "local", "mcmc", "memory")
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
-def bench(n: int, batch: int, steps: int, mcmc_steps: int, laplacian: str, model: str) -> dict:
-    n1, n2 = SUPERCELLS.get(n, (3, 3))
-    system = System(Supercell.diagonal(n1, n2), n_up=n, n_down=0, coupling=10.62, phase=math.radians(45))
-    depths = [2.0]
+def device_name() -> str:
+    d = jax.devices()[0]
+    return f"{d.platform}: {d.device_kind}"
+
+
+def setup(n: int, batch: int, model: str):
+    """(system, wf, params, walkers) for N = n holes in the benchmark supercell."""
+    if n not in SUPERCELLS:
+        raise SystemExit(f"no benchmark supercell for N = {n}; choose from {sorted(SUPERCELLS)}")
+    system = System(Supercell.diagonal(*SUPERCELLS[n]), n_up=n, n_down=0, coupling=10.62, phase=math.radians(45))
     wf = make_wavefunction(system, model, ((0.0, 4.0),))
-    cfg = TrainConfig(batch_size=batch, mcmc_steps=mcmc_steps, laplacian=laplacian)
-    mesh = parallel.make_mesh()
     params = wf.init(jax.random.PRNGKey(0))
+    walkers = init_walkers(jax.random.PRNGKey(1), system, jnp.full((batch, 1), DEPTH), np.zeros(batch, int), 1, 0.1)
+    return system, wf, params, walkers
+
+
+def timed(compiled, args_fn, repeats: int) -> float:
+    """Mean seconds per call of `compiled(*args_fn(i))` over `repeats` calls after one warm-up."""
+    jax.block_until_ready(compiled(*args_fn(0)))
+    t0 = time.perf_counter()
+    for i in range(repeats):
+        out = compiled(*args_fn(i + 1))
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / repeats
+
+
+def train_step(n, batch, steps, mcmc_steps, laplacian, model, chunk=0, run=True) -> dict:
+    """Compile (AOT) one training step; time it if `run`. Also its compiled temp memory."""
+    system, wf, params, walkers = setup(n, batch, model)
+    cfg = TrainConfig(batch_size=batch, mcmc_steps=mcmc_steps, laplacian=laplacian, max_vmap_batch_size=chunk)
+    mesh = parallel.make_mesh()
     is_complex = jnp.iscomplexobj(jax.eval_shape(wf.log_psi, params, jnp.zeros((n, 2)), jnp.zeros(1)))
-    group = np.zeros(batch, int)
-    walkers = init_walkers(jax.random.PRNGKey(1), system, jnp.full((batch, 1), depths[0]), group, 1, 0.1)
     state = _place(TrainState(params, sr_init(params), walkers, jnp.zeros((), jnp.int32), jnp.zeros(1)), mesh)
-    step = jax.jit(make_train_step(system, wf, cfg, 1, bool(is_complex), mesh), donate_argnums=(0,))
     poison = jnp.zeros(1)
     t0 = time.perf_counter()
-    state, stats = step(state, jax.random.PRNGKey(2), poison)
-    jax.block_until_ready(stats)
+    compiled = jax.jit(make_train_step(system, wf, cfg, 1, bool(is_complex), mesh), donate_argnums=(0,)).lower(
+        state, jax.random.PRNGKey(2), poison).compile()
     compile_s = time.perf_counter() - t0
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    row = {"n_electrons": n, "laplacian": laplacian, "batch": batch, "mcmc_steps": mcmc_steps,
+           "max_vmap_batch_size": chunk, "n_params": wf.n_params(params), "compile_s": compile_s,
+           "temp_mb": temp / 2**20, "temp_mb_per_walker": temp / 2**20 / batch}
+    if run:
+        state, stats = compiled(state, jax.random.PRNGKey(2), poison)  # warm-up (the input state is donated)
+        jax.block_until_ready(stats)
+        t0 = time.perf_counter()
+        for i in range(steps):
+            state, stats = compiled(state, jax.random.PRNGKey(3 + i), poison)
+        jax.block_until_ready(stats)
+        per_step = (time.perf_counter() - t0) / steps
+        row.update(seconds_per_step=per_step, walker_steps_per_s=batch * mcmc_steps / per_step)
+    row["peak_rss_mb"] = peak_rss_mb()
+    return row
+
+
+def local_energy(n, batch, repeats, laplacian, model) -> dict:
+    system, wf, params, walkers = setup(n, batch, model)
+    f = jax.jit(map_walkers(make_local_energy(system, wf.log_psi, laplacian)))
+    x, cond = walkers.positions, walkers.cond
     t0 = time.perf_counter()
-    for i in range(steps):
-        state, stats = step(state, jax.random.PRNGKey(3 + i), poison)
-    jax.block_until_ready(stats)
-    per_step = (time.perf_counter() - t0) / steps
-    return {"n_electrons": n, "laplacian": laplacian, "batch": batch, "mcmc_steps": mcmc_steps,
-            "n_params": wf.n_params(params), "seconds_per_step": per_step,
-            "walker_steps_per_s": batch * mcmc_steps / per_step, "compile_s": compile_s,
+    compiled = f.lower(params, x, cond).compile()
+    compile_s = time.perf_counter() - t0
+    shifts = jax.random.uniform(jax.random.PRNGKey(5), (repeats + 1,) + x.shape, minval=-0.1, maxval=0.1)
+    sec = timed(compiled, lambda i: (params, x + shifts[i], cond), repeats)
+    return {"n_electrons": n, "laplacian": laplacian, "batch": batch, "seconds_per_walker": sec / batch,
+            "compile_s": compile_s, "temp_mb_per_walker": compiled.memory_analysis().temp_size_in_bytes / 2**20 / batch,
             "peak_rss_mb": peak_rss_mb()}
+
+
+def mcmc_block(n, batch, repeats, mcmc_steps, model) -> dict:
+    system, wf, params, walkers = setup(n, batch, model)
+    compiled = jax.jit(make_mcmc_step(wf.log_psi, system, mcmc_steps)).lower(
+        params, walkers, jax.random.PRNGKey(0)).compile()
+    sec = timed(compiled, lambda i: (params, walkers, jax.random.PRNGKey(i)), repeats)
+    return {"n_electrons": n, "batch": batch, "mcmc_steps": mcmc_steps, "seconds_per_block": sec,
+            "walker_moves_per_s": batch * mcmc_steps / sec, "peak_rss_mb": peak_rss_mb()}
+
+
+def fit_exponent(ns, values) -> float:
+    return float(np.polyfit(np.log(ns), np.log(values), 1)[0])
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+    if not rows:
+        return
+    for row in rows:
+        row["device"] = device_name()
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[6, 12, 24])
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--sizes", type=int, nargs="+", default=[6, 12, 24], help="N for train and mcmc")
+    ap.add_argument("--local-sizes", type=int, nargs="+", default=[6, 12, 24, 48], help="N for local")
+    ap.add_argument("--batch", type=int, default=64, help="walkers of the train and mcmc sections")
+    ap.add_argument("--local-batch", type=int, default=32)
+    ap.add_argument("--jvp-max-n", type=int, default=24, help="largest N at which the jvp loop is timed in local")
+    ap.add_argument("--memory-size", type=int, default=24, help="N of the memory section")
+    ap.add_argument("--memory-batch", type=int, default=256)
+    ap.add_argument("--memory-chunk", type=int, default=32, help="max_vmap_batch_size compared in memory")
+    ap.add_argument("--steps", type=int, default=5, help="timed repetitions")
     ap.add_argument("--mcmc-steps", type=int, default=10)
     ap.add_argument("--model", default="tiny")
-    ap.add_argument("--csv", default=None, help="write the rows to this CSV file")
+    ap.add_argument("--out", default=None, help="CSV prefix: writes <out>_<section>.csv")
     args = ap.parse_args(argv)
-    print(f"devices: {jax.devices()}", file=sys.stderr)
-    rows = []
-    for n in args.sizes:
-        res = {lap: bench(n, args.batch, args.steps, args.mcmc_steps, lap, args.model) for lap in ("folx", "jvp")}
-        row = {**res["folx"], "seconds_per_step_jvp": res["jvp"]["seconds_per_step"],
-               "compile_s_jvp": res["jvp"]["compile_s"],
-               "folx_over_jvp": res["folx"]["seconds_per_step"] / res["jvp"]["seconds_per_step"],
-               "peak_rss_mb": peak_rss_mb()}
-        rows.append(row)
-        print(f"N={n:3d}: {row['seconds_per_step']:.3f} s/step (folx), {row['seconds_per_step_jvp']:.3f} s/step (jvp), "
-              f"folx/jvp {row['folx_over_jvp']:.2f}, {row['walker_steps_per_s']:.0f} walker·steps/s, "
-              f"compile {row['compile_s']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB", file=sys.stderr)
-    if len(rows) > 1:
-        n = np.log([r["n_electrons"] for r in rows])
-        for key, name in (("seconds_per_step", "folx"), ("seconds_per_step_jvp", "jvp")):
-            p = np.polyfit(n, np.log([r[key] for r in rows]), 1)[0]
-            print(f"scaling ({name}): seconds per step ∝ N^{p:.2f} over N = {[r['n_electrons'] for r in rows]}",
-                  file=sys.stderr)
-    device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
-    for row in rows:
-        row["device"] = device
-        print(json.dumps(row))
-    if args.csv:
-        import csv
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    say(f"devices: {jax.devices()}")
+    results = {}
+
+    if "train" in args.only:
+        rows = []
+        for n in args.sizes:
+            res = {lap: train_step(n, args.batch, args.steps, args.mcmc_steps, lap, args.model) for lap in ("folx", "jvp")}
+            row = {**res["folx"], "seconds_per_step_jvp": res["jvp"]["seconds_per_step"],
+                   "compile_s_jvp": res["jvp"]["compile_s"],
+                   "folx_over_jvp": res["folx"]["seconds_per_step"] / res["jvp"]["seconds_per_step"],
+                   "peak_rss_mb": peak_rss_mb()}
+            del row["laplacian"]
+            rows.append(row)
+            say(f"train N={n:3d}: {row['seconds_per_step']:.3f} s/step folx, {row['seconds_per_step_jvp']:.3f} jvp "
+                f"(folx/jvp {row['folx_over_jvp']:.2f}), {row['walker_steps_per_s']:.0f} walker·steps/s, "
+                f"compile {row['compile_s']:.0f} s, temp {row['temp_mb']:.0f} MB")
+        if len(rows) > 1:
+            ns = [r["n_electrons"] for r in rows]
+            for key, name in (("seconds_per_step", "folx"), ("seconds_per_step_jvp", "jvp")):
+                p = fit_exponent(ns, [r[key] for r in rows])
+                for r in rows:
+                    r[f"scaling_exponent_{name}"] = p
+                say(f"train scaling ({name}): seconds per step ∝ N^{p:.2f} over N = {ns}")
+        results["train"] = rows
+
+    if "local" in args.only:
+        rows = []
+        for n in args.local_sizes:
+            folx = local_energy(n, args.local_batch, args.steps, "folx", args.model)
+            row = {**folx, "seconds_per_walker_jvp": math.nan, "folx_over_jvp": math.nan}
+            del row["laplacian"]
+            if n <= args.jvp_max_n:
+                jvp = local_energy(n, args.local_batch, args.steps, "jvp", args.model)
+                row.update(seconds_per_walker_jvp=jvp["seconds_per_walker"],
+                           folx_over_jvp=folx["seconds_per_walker"] / jvp["seconds_per_walker"],
+                           temp_mb_per_walker_jvp=jvp["temp_mb_per_walker"], peak_rss_mb=peak_rss_mb())
+            rows.append(row)
+            say(f"local N={n:3d}: {1e3 * row['seconds_per_walker']:.2f} ms/walker folx, "
+                f"{1e3 * row['seconds_per_walker_jvp']:.2f} jvp (folx/jvp {row['folx_over_jvp']:.2f}), "
+                f"temp {row['temp_mb_per_walker']:.2f} MB/walker")
+        if len(rows) > 1:
+            p = fit_exponent([r["n_electrons"] for r in rows], [r["seconds_per_walker"] for r in rows])
+            for r in rows:
+                r["scaling_exponent_folx"] = p
+            say(f"local scaling (folx): seconds per walker ∝ N^{p:.2f}")
+        results["local"] = rows
+
+    if "mcmc" in args.only:
+        rows = []
+        for n in args.sizes:
+            row = mcmc_block(n, args.batch, args.steps, args.mcmc_steps, args.model)
+            rows.append(row)
+            say(f"mcmc N={n:3d}: {row['walker_moves_per_s']:.0f} walker·moves/s ({row['seconds_per_block']:.3f} s "
+                f"per block of {args.mcmc_steps} moves of {args.batch} walkers)")
+        results["mcmc"] = rows
+
+    if "memory" in args.only:
+        rows = [train_step(args.memory_size, args.memory_batch, args.steps, args.mcmc_steps, "folx", args.model,
+                           chunk=c, run=False) for c in (0, args.memory_chunk)]
+        for r in rows:
+            say(f"memory N={r['n_electrons']} batch {r['batch']} max_vmap_batch_size {r['max_vmap_batch_size']}: "
+                f"compiled temp {r['temp_mb']:.0f} MB ({r['temp_mb_per_walker']:.2f} MB/walker)")
+        say(f"memory: chunks of {args.memory_chunk} walkers need {rows[1]['temp_mb'] / rows[0]['temp_mb']:.2f}× "
+            "the temporary memory of the full vmap")
+        results["memory"] = rows
+
+    if args.out:
+        for name, rows in results.items():
+            write_csv(f"{args.out}_{name}.csv", rows)
     return 0
 
 

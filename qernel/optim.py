@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from qernel.hamiltonian import LogPsi
+from qernel.hamiltonian import LogPsi, map_walkers
 
 OPTIMIZERS = ("sr", "adam")
 
@@ -46,8 +46,10 @@ def learning_rate_schedule(learning_rate: float, decay_steps: float) -> Callable
     return schedule
 
 
-def log_derivatives(log_psi: LogPsi, params, x, cond):
+def log_derivatives(log_psi: LogPsi, params, x, cond, max_batch_size: int = 0):
     """Per-walker ∂_θ log ψ for x (W, N, 2), cond (W, n_cond).
+
+    max_batch_size > 0: at most that many walkers' backward passes at once (map_walkers).
 
     Returns (jac (W, 2, P) real: rows Re and Im of ∂ log ψ (Im = 0 for real ψ), unravel) where
     unravel maps a flat (P,) vector back to the params pytree.
@@ -60,7 +62,7 @@ def log_derivatives(log_psi: LogPsi, params, x, cond):
             return jnp.stack([out.real, out.imag])
         return jnp.stack([out, jnp.zeros_like(out)])
 
-    jac = jax.vmap(jax.jacrev(f), in_axes=(None, 0, 0))(flat, x, cond)
+    jac = map_walkers(jax.jacrev(f), max_batch_size)(flat, x, cond)
     return jac, unravel
 
 

@@ -97,8 +97,9 @@ class TrainConfig:
     depth_weighting: "uniform" or "variance" split of the batch across depths;
     reweight_every: steps between re-splits when "variance".
     dtype: "float32" or "float64"; laplacian: "folx" or "jvp".
-    max_vmap_batch_size: local energies are computed for at most this many walkers at once (all
-    devices together; 0 = all at once); smaller bounds memory (qernel.hamiltonian.map_walkers).
+    max_vmap_batch_size: local energies and (sr) per-walker log-derivatives are computed for at
+    most this many walkers at once (all devices together; 0 = all at once); smaller bounds
+    memory (qernel.hamiltonian.map_walkers).
     max_retries: a step with non-finite energies or update is retried with new random numbers
     up to this many times before the run stops. log_every: steps between plain log lines on
     stdout (train.log gets every step).
@@ -270,7 +271,7 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
         lr = schedule(state.step).astype(x.dtype)
 
         if cfg.optimizer == "sr":
-            jac, unravel = log_derivatives(log_psi, params, x, cond)
+            jac, unravel = log_derivatives(log_psi, params, x, cond, cfg.max_vmap_batch_size)
             o_mat, e_vec = sr_matrices(jac, eps, group, n_groups, is_complex)
             phi = spring_direction(o_mat, e_vec, state.opt_state["phi"], cfg.sr_damping, cfg.sr_momentum)
             scale = fisher_norm_scale(o_mat, lr * phi, cfg.update_cap)
