@@ -10,8 +10,9 @@ network, λ = 10.62, φ = 45°, one depth. Everything compared is measured in th
 - train: one jitted training step (an MCMC block of `--mcmc-steps` moves of every walker, local
   energies, per-depth gradient, SPRING update) with folx and with the jvp-of-grad loop: seconds
   per step, walkers·steps/s, compile time, folx/jvp, and the scaling exponent p of s/step ∝ N^p;
-- local: the local energy alone (vmapped over `--local-batch` walkers), seconds per walker, folx
-  vs jvp (the jvp loop is skipped above `--jvp-max-n`, where it is too slow to be worth timing);
+- local: the local energy alone (vmapped over `--local-batch` walkers), seconds per walker: folx
+  as the engine uses it (sparsity propagation from N = 12 on), folx dense, and the jvp loop
+  (skipped above `--jvp-max-n`, where it is too slow to be worth timing);
 - mcmc: one MCMC block alone: walker·moves/s (each move is one network evaluation per walker);
 - memory: XLA's compiled temporary memory (`memory_analysis().temp_size_in_bytes`, exact, not a
   sampled peak) of the training step per walker, and of the same step with the local energies
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qernel import parallel
-from qernel.hamiltonian import make_local_energy, map_walkers
+from qernel.hamiltonian import folx_sparsity, make_local_energy, map_walkers
 from qernel.lattice import Supercell
 from qernel.mcmc import init_walkers, make_mcmc_step
 from qernel.model import make_wavefunction
@@ -107,9 +108,9 @@ def train_step(n, batch, steps, mcmc_steps, laplacian, model, chunk=0, run=True)
     return row
 
 
-def local_energy(n, batch, repeats, laplacian, model) -> dict:
+def local_energy(n, batch, repeats, laplacian, model, sparsity=None) -> dict:
     system, wf, params, walkers = setup(n, batch, model)
-    f = jax.jit(map_walkers(make_local_energy(system, wf.log_psi, laplacian)))
+    f = jax.jit(map_walkers(make_local_energy(system, wf.log_psi, laplacian, sparsity_threshold=sparsity)))
     x, cond = walkers.positions, walkers.cond
     t0 = time.perf_counter()
     compiled = f.lower(params, x, cond).compile()
@@ -195,7 +196,11 @@ def main(argv=None) -> int:
         rows = []
         for n in args.local_sizes:
             folx = local_energy(n, args.local_batch, args.steps, "folx", args.model)
-            row = {**folx, "seconds_per_walker_jvp": math.nan, "folx_over_jvp": math.nan}
+            dense = local_energy(n, args.local_batch, args.steps, "folx", args.model, sparsity=0)
+            row = {**folx, "folx_sparsity_threshold": folx_sparsity(n),
+                   "seconds_per_walker_folx_dense": dense["seconds_per_walker"],
+                   "compile_s_folx_dense": dense["compile_s"],
+                   "seconds_per_walker_jvp": math.nan, "folx_over_jvp": math.nan}
             del row["laplacian"]
             if n <= args.jvp_max_n:
                 jvp = local_energy(n, args.local_batch, args.steps, "jvp", args.model)
@@ -203,7 +208,8 @@ def main(argv=None) -> int:
                            folx_over_jvp=folx["seconds_per_walker"] / jvp["seconds_per_walker"],
                            temp_mb_per_walker_jvp=jvp["temp_mb_per_walker"], peak_rss_mb=peak_rss_mb())
             rows.append(row)
-            say(f"local N={n:3d}: {1e3 * row['seconds_per_walker']:.2f} ms/walker folx, "
+            say(f"local N={n:3d}: {1e3 * row['seconds_per_walker']:.2f} ms/walker folx (sparsity "
+                f"{row['folx_sparsity_threshold']}; dense {1e3 * row['seconds_per_walker_folx_dense']:.2f}), "
                 f"{1e3 * row['seconds_per_walker_jvp']:.2f} jvp (folx/jvp {row['folx_over_jvp']:.2f}), "
                 f"temp {row['temp_mb_per_walker']:.2f} MB/walker")
         if len(rows) > 1:

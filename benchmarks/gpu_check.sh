@@ -17,4 +17,7 @@ if jax.default_backend() != "gpu":
 PYEOF
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu_device.txt"
 timeout 240 "$PY" -m pytest -q -x -p no:cacheprovider tests/physics tests/model tests/test_linalg.py 2>&1 | tail -3
-timeout 300 "$PY" benchmarks/bench_engine.py --sizes 6 12 24 48 --batch 256 --steps 5 --csv "$out/engine_gpu.csv"
+# train/mcmc at N = 6, 12, 24 (batch 256); local energy up to N = 48 with the jvp loop timed too;
+# compiled memory at N = 48, batch 1024, with and without max_vmap_batch_size = 128
+timeout 330 "$PY" benchmarks/bench_engine.py --sizes 6 12 24 --batch 256 --local-sizes 6 12 24 48 --local-batch 256 \
+    --jvp-max-n 48 --memory-size 48 --memory-batch 1024 --memory-chunk 128 --steps 5 --out "$out/engine_gpu"

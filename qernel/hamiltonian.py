@@ -8,7 +8,11 @@ scalar (real ψ: log|ψ|) or a complex scalar (log|ψ| + iθ). For complex ψ th
 −½ Re[∇² log ψ + (∇ log ψ)·(∇ log ψ)] = −½ [∇² log|ψ| + |∇ log|ψ||² − |∇θ|²].
 
 The Laplacian uses folx's forward Laplacian (`laplacian="folx"`) or, as the reference,
-the loop of jvps over the gradient (`laplacian="jvp"`).
+the loop of jvps over the gradient (`laplacian="jvp"`). From N = FOLX_SPARSE_FROM electrons on,
+folx propagates the sparsity of the per-electron layers (`sparsity_threshold` =
+FOLX_SPARSITY_THRESHOLD): measured on the tiny model, 2-core CPU, one run each (local energy
+per walker, sparse/dense): 0.89 at N = 6, 0.85 at N = 12, 0.83 at N = 24, at 1.4× the compile
+time, which short jobs at small N do not win back (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from qernel.moire import moire_potential
 from qernel.system import System
 
 LAPLACIAN_METHODS = ("folx", "jvp")
+#: folx's sparsity threshold (fraction of the input dimensions) where sparsity is used.
+FOLX_SPARSITY_THRESHOLD = 0.6
+#: Sparsity propagation from this many electrons on (below: dense, faster to compile).
+FOLX_SPARSE_FROM = 12
 
 
 class LogPsi(Protocol):
@@ -54,10 +62,15 @@ def _real_outputs(f: Callable[[jax.Array], jax.Array], shape) -> Callable[[jax.A
     return g
 
 
-def _laplacian_and_gradient(g, x_flat, method: str):
+def folx_sparsity(n_electrons: int) -> float:
+    """The folx sparsity_threshold used for N electrons (0: dense)."""
+    return FOLX_SPARSITY_THRESHOLD if n_electrons >= FOLX_SPARSE_FROM else 0
+
+
+def _laplacian_and_gradient(g, x_flat, method: str, sparsity_threshold: float = 0):
     """Laplacian (2,) and gradient (n, 2) of the real 2-vector function g at x_flat (n,)."""
     if method == "folx":
-        result = folx.forward_laplacian(g)(x_flat)
+        result = folx.forward_laplacian(g, sparsity_threshold=sparsity_threshold)(x_flat)
         return result.laplacian, result.jacobian.dense_array
     if method == "jvp":
         grad_fn = jax.jacrev(g)  # (2, n)
@@ -73,13 +86,16 @@ def _laplacian_and_gradient(g, x_flat, method: str):
     raise ValueError(f"unknown laplacian method {method!r}; choose one of {LAPLACIAN_METHODS}")
 
 
-def complex_kinetic_energy(f: Callable[[jax.Array], jax.Array], x: jax.Array, method: str = "folx"):
+def complex_kinetic_energy(f: Callable[[jax.Array], jax.Array], x: jax.Array, method: str = "folx",
+                           sparsity_threshold: float | None = None):
     """(Re, Im) of −½ ∇²ψ/ψ = −½ [∇² log ψ + (∇ log ψ)²] in E_M for log ψ = f(x), x (N, 2) in a_M.
 
     Im is zero for real log ψ; for complex ψ the training gradient needs it (see qernel.loss).
+    sparsity_threshold: folx's (None: folx_sparsity(N)); ignored by "jvp".
     """
     x_flat = x.reshape(-1)
-    lap, grad = _laplacian_and_gradient(_real_outputs(f, x.shape), x_flat, method)
+    sparsity = folx_sparsity(x.shape[0]) if sparsity_threshold is None else sparsity_threshold
+    lap, grad = _laplacian_and_gradient(_real_outputs(f, x.shape), x_flat, method, sparsity)
     real = -0.5 * (lap[0] + jnp.sum(grad[:, 0] ** 2) - jnp.sum(grad[:, 1] ** 2))
     imag = -0.5 * (lap[1] + 2.0 * jnp.sum(grad[:, 0] * grad[:, 1]))
     return real, imag
@@ -90,12 +106,14 @@ def kinetic_energy(f: Callable[[jax.Array], jax.Array], x: jax.Array, method: st
     return complex_kinetic_energy(f, x, method)[0]
 
 
-def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None):
+def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None,
+                      sparsity_threshold: float | None = None):
     """Build local_energy(params, x, cond) -> EnergyComponents for one configuration x (N, 2).
 
-    Vectorise over walkers with jax.vmap. `cond[0]` is the depth V (E_M).
+    Vectorise over walkers with jax.vmap (or map_walkers). `cond[0]` is the depth V (E_M).
+    sparsity_threshold: folx's (None: folx_sparsity(N)).
     """
-    components_and_imag = make_complex_local_energy(system, log_psi, laplacian, ewald)
+    components_and_imag = make_complex_local_energy(system, log_psi, laplacian, ewald, sparsity_threshold)
 
     def local_energy(params, x, cond) -> EnergyComponents:
         return components_and_imag(params, x, cond)[0]
@@ -103,7 +121,8 @@ def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", 
     return local_energy
 
 
-def make_complex_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None):
+def make_complex_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None,
+                              sparsity_threshold: float | None = None):
     """Build f(params, x, cond) -> (EnergyComponents, Im E_L) for one configuration x (N, 2).
 
     The components are `make_local_energy`'s; Im E_L = −½ Im[∇² log ψ + (∇ log ψ)²] (the
@@ -115,7 +134,7 @@ def make_complex_local_energy(system: System, log_psi: LogPsi, laplacian: str = 
     lam, phase = system.coupling, system.phase
 
     def local_energy(params, x, cond):
-        kin, kin_imag = complex_kinetic_energy(lambda y: log_psi(params, y, cond), x, laplacian)
+        kin, kin_imag = complex_kinetic_energy(lambda y: log_psi(params, y, cond), x, laplacian, sparsity_threshold)
         pot = jnp.sum(moire_potential(x, cond[0], phase))
         inter = lam * ewald.energy(x)
         return EnergyComponents(kin, pot, inter.astype(x.dtype)), kin_imag

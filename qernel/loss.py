@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from qernel.ewald import Ewald
+from qernel.groups import centre as centre_by_group, group_median, group_stats
 from qernel.hamiltonian import EnergyComponents, LogPsi, make_complex_local_energy
 from qernel.system import System
 
@@ -57,34 +58,6 @@ def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", 
 
 # -- statistics per depth group --------------------------------------------------------------
 
-def _one_hot(group, n_groups: int, dtype):
-    return (group[:, None] == jnp.arange(n_groups)[None, :]).astype(dtype)
-
-
-def group_stats(values, group, n_groups: int):
-    """(mean, variance, count) of real values (W,) per group; each (G,).
-
-    The variance is the population variance of the group's samples.
-    """
-    oh = _one_hot(group, n_groups, values.dtype)
-    count = jnp.sum(oh, axis=0)
-    mean = (oh.T @ values) / jnp.maximum(count, 1)
-    var = (oh.T @ (values - mean[group]) ** 2) / jnp.maximum(count, 1)
-    return mean, var, count
-
-
-def group_median(values, group, n_groups: int):
-    """Median of real values (W,) per group; (G,). Non-finite values sort last."""
-    mask = group[None, :] == jnp.arange(n_groups)[:, None]  # (G, W)
-    big = jnp.where(mask, values[None, :], jnp.inf)
-    sorted_ = jnp.sort(big, axis=1)
-    count = jnp.sum(mask, axis=1)
-    lo = jnp.clip((count - 1) // 2, 0, values.shape[0] - 1)
-    hi = jnp.clip(count // 2, 0, values.shape[0] - 1)
-    rows = jnp.arange(n_groups)
-    return 0.5 * (sorted_[rows, lo] + sorted_[rows, hi])
-
-
 def clip_values(values, group, n_groups: int, clip_mad: float):
     """Clip real values (W,) to median_g ± clip_mad · MAD_g per group (MAD: mean absolute deviation).
 
@@ -103,7 +76,7 @@ def centred_local_energies(e_loc, group, n_groups: int, clip_mad: float):
     """ε_w = clip(E_L,w) − ⟨clip(E_L)⟩_{group(w)}; (W,), real or complex like e_loc."""
     def centre(v):
         v = clip_values(v, group, n_groups, clip_mad)
-        return v - group_stats(v, group, n_groups)[0][group]
+        return centre_by_group(v, group, n_groups)
 
     if jnp.iscomplexobj(e_loc):
         return jax.lax.complex(centre(e_loc.real), centre(e_loc.imag))

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qernel.groups import group_mean
 from qernel.hamiltonian import LogPsi
 from qernel.system import System
 
@@ -101,13 +102,6 @@ def batch_log_abs(log_psi: LogPsi) -> Callable:
         return out.real if jnp.iscomplexobj(out) else out
 
     return jax.vmap(f, in_axes=(None, 0, 0))
-
-
-def group_mean(values, group, n_groups: int):
-    """Mean of values (W,) over each group; (G,) (0 for an empty group)."""
-    sums = jax.ops.segment_sum(values, group, num_segments=n_groups)
-    counts = jax.ops.segment_sum(jnp.ones_like(values), group, num_segments=n_groups)
-    return sums / jnp.maximum(counts, 1)
 
 
 def make_mcmc_step(log_psi: LogPsi, system: System, n_steps: int, target_acceptance: float = 0.5,

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from qernel.groups import centre
 from qernel.hamiltonian import LogPsi, map_walkers
 
 OPTIMIZERS = ("sr", "adam")
@@ -66,15 +67,6 @@ def log_derivatives(log_psi: LogPsi, params, x, cond, max_batch_size: int = 0):
     return jac, unravel
 
 
-def _centre(values, group, n_groups: int):
-    """Subtract the group mean along axis 0 of values (W, ...)."""
-    oh = (group[:, None] == jnp.arange(n_groups)[None, :]).astype(values.dtype)  # (W, G)
-    count = jnp.maximum(jnp.sum(oh, axis=0), 1)
-    flat = values.reshape(values.shape[0], -1)
-    means = (oh.T @ flat) / count[:, None]
-    return (flat - oh @ means).reshape(values.shape)
-
-
 def sr_matrices(jac, eps, group, n_groups: int, is_complex: bool):
     """(O (M, P), ε (M,)): centred per group, scaled by 1/√W, Re/Im stacked when complex.
 
@@ -82,7 +74,7 @@ def sr_matrices(jac, eps, group, n_groups: int, is_complex: bool):
     """
     n_walkers = jac.shape[0]
     scale = 1.0 / jnp.sqrt(jnp.asarray(n_walkers, jac.dtype))
-    o = _centre(jac, group, n_groups) * scale
+    o = centre(jac, group, n_groups) * scale
     if is_complex:
         eps_c = eps.astype(jnp.result_type(eps.dtype, jnp.complex64))
         o_mat = jnp.concatenate([o[:, 0], o[:, 1]], axis=0)

@@ -48,7 +48,8 @@ from jax.flatten_util import ravel_pytree
 
 from qernel import checkpoint, parallel
 from qernel.io import provenance_attrs, write_netcdf
-from qernel.loss import centred_local_energies, group_stats, make_energy_loss, make_local_energy
+from qernel.groups import group_stats
+from qernel.loss import centred_local_energies, make_energy_loss, make_local_energy
 from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
 from qernel.optim import (
     OPTIMIZERS,

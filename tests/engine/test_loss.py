@@ -10,14 +10,8 @@ import pytest
 from qernel.bands import noninteracting_ground_state, slater_log_psi
 from qernel.hamiltonian import make_local_energy as reference_local_energy
 from qernel.lattice import Supercell
-from qernel.loss import (
-    centred_local_energies,
-    clip_values,
-    group_median,
-    group_stats,
-    make_energy_loss,
-    make_local_energy,
-)
+from qernel.groups import centre, group_mean, group_median, group_stats
+from qernel.loss import centred_local_energies, clip_values, make_energy_loss, make_local_energy
 from qernel.system import System
 
 
@@ -31,6 +25,20 @@ def test_group_statistics_match_numpy(x64):
         v = values[group == g]
         assert count[g] == len(v)
         np.testing.assert_allclose([mean[g], var[g], med[g]], [v.mean(), v.var(), np.median(v)], rtol=1e-12)
+
+
+def test_group_mean_and_centre_over_trailing_axes(x64):
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=(17, 2, 5))
+    group = rng.integers(0, 3, size=17)
+    group[group == 2] = 3  # group 2 of 4 stays empty
+    mean = np.asarray(group_mean(jnp.asarray(values), jnp.asarray(group), 4))
+    assert mean.shape == (4, 2, 5)
+    for g in (0, 1, 3):
+        np.testing.assert_allclose(mean[g], values[group == g].mean(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(mean[2], 0.0)
+    centred = np.asarray(centre(jnp.asarray(values), jnp.asarray(group), 4))
+    np.testing.assert_allclose(centred, values - mean[group], rtol=1e-12)
 
 
 def test_clipping_is_per_group(x64):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from qernel.bands import noninteracting_ground_state, orbital_values, slater_log_psi
-from qernel.hamiltonian import kinetic_energy
+from qernel.hamiltonian import complex_kinetic_energy, kinetic_energy
 from qernel.lattice import Supercell, lattice_points
 from qernel.model import ModelConfig, make_wavefunction
 from qernel.system import System
@@ -68,6 +68,21 @@ def test_forward_laplacian_matches_jvp_through_the_full_model(oblique):
         folx_ke, jvp_ke = both(x)
         assert abs(float(folx_ke)) > 1e-3
         np.testing.assert_allclose(folx_ke, jvp_ke, rtol=1e-10)
+
+
+def test_sparse_forward_laplacian_matches_the_dense_one(oblique):
+    """folx with sparsity propagation (used from N = 12 on) = dense folx = the jvp loop, Re and Im."""
+    system, wf, params = oblique
+    params = _perturbed(params, jax.random.PRNGKey(5))
+    cond = jnp.asarray([4.0])
+    f = lambda y: wf.log_psi(params, y, cond)
+    three = fast_jit(lambda y: (complex_kinetic_energy(f, y, "folx", 0.6), complex_kinetic_energy(f, y, "folx", 0),
+                                complex_kinetic_energy(f, y, "jvp")))
+    x = _positions(system, 1, 6)[0]
+    sparse, dense, jvp = (np.asarray(v) for v in three(x))
+    assert abs(sparse[0]) > 1e-3 and abs(sparse[1]) > 1e-6
+    np.testing.assert_allclose(sparse, dense, rtol=1e-10)
+    np.testing.assert_allclose(sparse, jvp, rtol=1e-10)
 
 
 def test_smooth_across_the_cell_boundary(oblique):
