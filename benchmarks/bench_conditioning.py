@@ -80,7 +80,7 @@ def timed_run(system, wf, depths, cfg, out_dir, seed):
     return res, total, per_step, setup
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--depths", type=int, default=8, help="D, depths from 0 to --max-depth")
     ap.add_argument("--max-depth", type=float, default=10.0)
@@ -90,7 +90,11 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=int, default=25)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--out", default=None, help="prefix: writes <out>.csv and <out>_summary.json")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     depths = np.linspace(0.0, args.max_depth, args.depths)
     system = System(Supercell.diagonal(3, 3), n_up=6, n_down=0, coupling=10.62, phase=math.radians(45))
     b = args.walkers_per_depth

@@ -69,64 +69,96 @@ def setup(n: int, batch: int, model: str):
     return system, wf, params, walkers
 
 
-def timed(compiled, args_fn, repeats: int) -> float:
-    """Mean seconds per call of `compiled(*args_fn(i))` over `repeats` calls after one warm-up."""
-    jax.block_until_ready(compiled(*args_fn(0)))
-    t0 = time.perf_counter()
+def interleaved_medians(calls: dict, repeats: int) -> dict:
+    """Median seconds of each zero-argument callable (which must block until its result is ready).
+
+    The callables are run in turn, `repeats` rounds after one warm-up round, so that a slow spell
+    of a shared machine hits every variant alike; ratios of the medians are then fair.
+    """
+    for call in calls.values():
+        call(-1)
+    times = {name: [] for name in calls}
     for i in range(repeats):
-        out = compiled(*args_fn(i + 1))
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t0) / repeats
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call(i)
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def train_step(n, batch, steps, mcmc_steps, laplacian, model, chunk=0, run=True) -> dict:
-    """Compile (AOT) one training step; time it if `run`. Also its compiled temp memory."""
+def compile_train_step(n, batch, mcmc_steps, laplacian, model, chunk=0):
+    """(one-step callable, row): the AOT-compiled training step and its compile time and temp memory."""
     system, wf, params, walkers = setup(n, batch, model)
     cfg = TrainConfig(batch_size=batch, mcmc_steps=mcmc_steps, laplacian=laplacian, max_vmap_batch_size=chunk)
     mesh = parallel.make_mesh()
     is_complex = jnp.iscomplexobj(jax.eval_shape(wf.log_psi, params, jnp.zeros((n, 2)), jnp.zeros(1)))
-    state = _place(TrainState(params, sr_init(params), walkers, jnp.zeros((), jnp.int32), jnp.zeros(1)), mesh)
+    holder = {"state": _place(TrainState(params, sr_init(params), walkers, jnp.zeros((), jnp.int32), jnp.zeros(1)),
+                              mesh)}
     poison = jnp.zeros(1)
     t0 = time.perf_counter()
     compiled = jax.jit(make_train_step(system, wf, cfg, 1, bool(is_complex), mesh), donate_argnums=(0,)).lower(
-        state, jax.random.PRNGKey(2), poison).compile()
+        holder["state"], jax.random.PRNGKey(2), poison).compile()
     compile_s = time.perf_counter() - t0
     temp = compiled.memory_analysis().temp_size_in_bytes
-    row = {"n_electrons": n, "laplacian": laplacian, "batch": batch, "mcmc_steps": mcmc_steps,
-           "max_vmap_batch_size": chunk, "n_params": wf.n_params(params), "compile_s": compile_s,
-           "temp_mb": temp / 2**20, "temp_mb_per_walker": temp / 2**20 / batch}
-    if run:
-        state, stats = compiled(state, jax.random.PRNGKey(2), poison)  # warm-up (the input state is donated)
+
+    def one_step(i):  # the state is donated: keep the returned one
+        holder["state"], stats = compiled(holder["state"], jax.random.PRNGKey(10 + i), poison)
         jax.block_until_ready(stats)
-        t0 = time.perf_counter()
-        for i in range(steps):
-            state, stats = compiled(state, jax.random.PRNGKey(3 + i), poison)
-        jax.block_until_ready(stats)
-        per_step = (time.perf_counter() - t0) / steps
-        row.update(seconds_per_step=per_step, walker_steps_per_s=batch * mcmc_steps / per_step)
-    row["peak_rss_mb"] = peak_rss_mb()
+
+    row = {"n_electrons": n, "batch": batch, "mcmc_steps": mcmc_steps, "max_vmap_batch_size": chunk,
+           "n_params": wf.n_params(params), "compile_s": compile_s, "temp_mb": temp / 2**20,
+           "temp_mb_per_walker": temp / 2**20 / batch, "peak_rss_mb": peak_rss_mb()}
+    return one_step, row
+
+
+def train_steps(n, batch, steps, mcmc_steps, model) -> dict:
+    """Training step with folx and with the jvp loop, timed interleaved."""
+    folx_step, row = compile_train_step(n, batch, mcmc_steps, "folx", model)
+    jvp_step, jvp_row = compile_train_step(n, batch, mcmc_steps, "jvp", model)
+    t = interleaved_medians({"folx": folx_step, "jvp": jvp_step}, steps)
+    row.update(seconds_per_step=t["folx"], walker_steps_per_s=batch * mcmc_steps / t["folx"],
+               seconds_per_step_jvp=t["jvp"], compile_s_jvp=jvp_row["compile_s"],
+               temp_mb_jvp=jvp_row["temp_mb"], folx_over_jvp=t["folx"] / t["jvp"], peak_rss_mb=peak_rss_mb())
     return row
 
 
-def local_energy(n, batch, repeats, laplacian, model, sparsity=None) -> dict:
+def local_energies(n, batch, repeats, model, with_jvp: bool) -> dict:
+    """Seconds per walker of the local energy: folx as the engine uses it, folx dense, the jvp loop.
+
+    Timed interleaved (`interleaved_medians`).
+    """
     system, wf, params, walkers = setup(n, batch, model)
-    f = jax.jit(map_walkers(make_local_energy(system, wf.log_psi, laplacian, sparsity_threshold=sparsity)))
     x, cond = walkers.positions, walkers.cond
-    t0 = time.perf_counter()
-    compiled = f.lower(params, x, cond).compile()
-    compile_s = time.perf_counter() - t0
-    shifts = jax.random.uniform(jax.random.PRNGKey(5), (repeats + 1,) + x.shape, minval=-0.1, maxval=0.1)
-    sec = timed(compiled, lambda i: (params, x + shifts[i], cond), repeats)
-    return {"n_electrons": n, "laplacian": laplacian, "batch": batch, "seconds_per_walker": sec / batch,
-            "compile_s": compile_s, "temp_mb_per_walker": compiled.memory_analysis().temp_size_in_bytes / 2**20 / batch,
-            "peak_rss_mb": peak_rss_mb()}
+    variants = {"folx": ("folx", None), "folx_dense": ("folx", 0)}
+    if with_jvp:
+        variants["jvp"] = ("jvp", None)
+    compiled, compile_s = {}, {}
+    for name, (lap, sparsity) in variants.items():
+        t0 = time.perf_counter()
+        f = jax.jit(map_walkers(make_local_energy(system, wf.log_psi, lap, sparsity_threshold=sparsity)))
+        compiled[name] = f.lower(params, x, cond).compile()
+        compile_s[name] = time.perf_counter() - t0
+    shifts = jax.random.uniform(jax.random.PRNGKey(5), (repeats,) + x.shape, minval=-0.1, maxval=0.1)
+    times = interleaved_medians({name: (lambda i, c=c: jax.block_until_ready(c(params, x + shifts[i], cond)))
+                                 for name, c in compiled.items()}, repeats)
+    row = {"n_electrons": n, "batch": batch, "repeats": repeats, "folx_sparsity_threshold": folx_sparsity(n)}
+    for name in variants:
+        sfx = "" if name == "folx" else f"_{name.removeprefix('folx_')}"
+        row[f"seconds_per_walker{sfx}"] = times[name] / batch
+        row[f"compile_s{sfx}"] = compile_s[name]
+        row[f"temp_mb_per_walker{sfx}"] = compiled[name].memory_analysis().temp_size_in_bytes / 2**20 / batch
+    row["sparse_over_dense"] = row["seconds_per_walker"] / row["seconds_per_walker_dense"]
+    row["folx_over_jvp"] = row["seconds_per_walker"] / row["seconds_per_walker_jvp"] if with_jvp else math.nan
+    row["peak_rss_mb"] = peak_rss_mb()
+    return row
 
 
 def mcmc_block(n, batch, repeats, mcmc_steps, model) -> dict:
     system, wf, params, walkers = setup(n, batch, model)
     compiled = jax.jit(make_mcmc_step(wf.log_psi, system, mcmc_steps)).lower(
         params, walkers, jax.random.PRNGKey(0)).compile()
-    sec = timed(compiled, lambda i: (params, walkers, jax.random.PRNGKey(i)), repeats)
+    sec = interleaved_medians({"mcmc": lambda i: jax.block_until_ready(
+        compiled(params, walkers, jax.random.PRNGKey(i + 1)))}, repeats)["mcmc"]
     return {"n_electrons": n, "batch": batch, "mcmc_steps": mcmc_steps, "seconds_per_block": sec,
             "walker_moves_per_s": batch * mcmc_steps / sec, "peak_rss_mb": peak_rss_mb()}
 
@@ -141,7 +173,8 @@ def write_csv(path: str, rows: list[dict]) -> None:
     for row in rows:
         row["device"] = device_name()
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     print(f"wrote {path}", file=sys.stderr)
@@ -151,34 +184,34 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     ap.add_argument("--sizes", type=int, nargs="+", default=[6, 12, 24], help="N for train and mcmc")
     ap.add_argument("--local-sizes", type=int, nargs="+", default=[6, 12, 24, 48], help="N for local")
     ap.add_argument("--batch", type=int, default=64, help="walkers of the train and mcmc sections")
     ap.add_argument("--local-batch", type=int, default=32)
+    ap.add_argument("--local-repeats", type=int, default=9, help="rounds of the interleaved local-energy timing")
     ap.add_argument("--jvp-max-n", type=int, default=24, help="largest N at which the jvp loop is timed in local")
     ap.add_argument("--memory-size", type=int, default=24, help="N of the memory section")
     ap.add_argument("--memory-batch", type=int, default=256)
     ap.add_argument("--memory-chunk", type=int, default=32, help="max_vmap_batch_size compared in memory")
-    ap.add_argument("--steps", type=int, default=5, help="timed repetitions")
+    ap.add_argument("--steps", type=int, default=5, help="timed rounds of train and mcmc")
     ap.add_argument("--mcmc-steps", type=int, default=10)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--out", default=None, help="CSV prefix: writes <out>_<section>.csv")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     say(f"devices: {jax.devices()}")
     results = {}
 
     if "train" in args.only:
         rows = []
         for n in args.sizes:
-            res = {lap: train_step(n, args.batch, args.steps, args.mcmc_steps, lap, args.model) for lap in ("folx", "jvp")}
-            row = {**res["folx"], "seconds_per_step_jvp": res["jvp"]["seconds_per_step"],
-                   "compile_s_jvp": res["jvp"]["compile_s"],
-                   "folx_over_jvp": res["folx"]["seconds_per_step"] / res["jvp"]["seconds_per_step"],
-                   "peak_rss_mb": peak_rss_mb()}
-            del row["laplacian"]
+            row = train_steps(n, args.batch, args.steps, args.mcmc_steps, args.model)
             rows.append(row)
             say(f"train N={n:3d}: {row['seconds_per_step']:.3f} s/step folx, {row['seconds_per_step_jvp']:.3f} jvp "
                 f"(folx/jvp {row['folx_over_jvp']:.2f}), {row['walker_steps_per_s']:.0f} walker·steps/s, "
@@ -195,23 +228,12 @@ def main(argv=None) -> int:
     if "local" in args.only:
         rows = []
         for n in args.local_sizes:
-            folx = local_energy(n, args.local_batch, args.steps, "folx", args.model)
-            dense = local_energy(n, args.local_batch, args.steps, "folx", args.model, sparsity=0)
-            row = {**folx, "folx_sparsity_threshold": folx_sparsity(n),
-                   "seconds_per_walker_folx_dense": dense["seconds_per_walker"],
-                   "compile_s_folx_dense": dense["compile_s"],
-                   "seconds_per_walker_jvp": math.nan, "folx_over_jvp": math.nan}
-            del row["laplacian"]
-            if n <= args.jvp_max_n:
-                jvp = local_energy(n, args.local_batch, args.steps, "jvp", args.model)
-                row.update(seconds_per_walker_jvp=jvp["seconds_per_walker"],
-                           folx_over_jvp=folx["seconds_per_walker"] / jvp["seconds_per_walker"],
-                           temp_mb_per_walker_jvp=jvp["temp_mb_per_walker"], peak_rss_mb=peak_rss_mb())
+            row = local_energies(n, args.local_batch, args.local_repeats, args.model, n <= args.jvp_max_n)
             rows.append(row)
             say(f"local N={n:3d}: {1e3 * row['seconds_per_walker']:.2f} ms/walker folx (sparsity "
-                f"{row['folx_sparsity_threshold']}; dense {1e3 * row['seconds_per_walker_folx_dense']:.2f}), "
-                f"{1e3 * row['seconds_per_walker_jvp']:.2f} jvp (folx/jvp {row['folx_over_jvp']:.2f}), "
-                f"temp {row['temp_mb_per_walker']:.2f} MB/walker")
+                f"{row['folx_sparsity_threshold']}), dense {1e3 * row['seconds_per_walker_dense']:.2f} "
+                f"(sparse/dense {row['sparse_over_dense']:.2f}), jvp {1e3 * row.get('seconds_per_walker_jvp', math.nan):.2f} "
+                f"(folx/jvp {row['folx_over_jvp']:.2f}); temp {row['temp_mb_per_walker']:.2f} MB/walker")
         if len(rows) > 1:
             p = fit_exponent([r["n_electrons"] for r in rows], [r["seconds_per_walker"] for r in rows])
             for r in rows:
@@ -229,8 +251,8 @@ def main(argv=None) -> int:
         results["mcmc"] = rows
 
     if "memory" in args.only:
-        rows = [train_step(args.memory_size, args.memory_batch, args.steps, args.mcmc_steps, "folx", args.model,
-                           chunk=c, run=False) for c in (0, args.memory_chunk)]
+        rows = [compile_train_step(args.memory_size, args.memory_batch, args.mcmc_steps, "folx", args.model, chunk=c)[1]
+                for c in (0, args.memory_chunk)]
         for r in rows:
             say(f"memory N={r['n_electrons']} batch {r['batch']} max_vmap_batch_size {r['max_vmap_batch_size']}: "
                 f"compiled temp {r['temp_mb']:.0f} MB ({r['temp_mb_per_walker']:.2f} MB/walker)")

@@ -10,9 +10,9 @@ scalar (real ψ: log|ψ|) or a complex scalar (log|ψ| + iθ). For complex ψ th
 The Laplacian uses folx's forward Laplacian (`laplacian="folx"`) or, as the reference,
 the loop of jvps over the gradient (`laplacian="jvp"`). From N = FOLX_SPARSE_FROM electrons on,
 folx propagates the sparsity of the per-electron layers (`sparsity_threshold` =
-FOLX_SPARSITY_THRESHOLD): measured on the tiny model, 2-core CPU, one run each (local energy
-per walker, sparse/dense): 0.89 at N = 6, 0.85 at N = 12, 0.83 at N = 24, at 1.4× the compile
-time, which short jobs at small N do not win back (benchmarks/README.md).
+FOLX_SPARSITY_THRESHOLD): local energy per walker, sparse/dense, tiny model, 2-core CPU:
+0.95 at N = 12, 0.79 at N = 24, 0.80 at N = 48, for 1.05–1.3× the compile time, which the
+short jobs of small N do not win back (benchmarks/README.md).
 """
 
 from __future__ import annotations
