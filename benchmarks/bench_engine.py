@@ -163,8 +163,15 @@ def mcmc_block(n, batch, repeats, mcmc_steps, model) -> dict:
             "walker_moves_per_s": batch * mcmc_steps / sec, "peak_rss_mb": peak_rss_mb()}
 
 
-def fit_exponent(ns, values) -> float:
-    return float(np.polyfit(np.log(ns), np.log(values), 1)[0])
+def add_scaling(rows: list[dict], key: str, name: str, section: str) -> None:
+    """Fit rows[key] ∝ N^p (least squares in log-log) and store p as scaling_exponent_<name>."""
+    if len(rows) < 2:
+        return
+    ns = [r["n_electrons"] for r in rows]
+    p = float(np.polyfit(np.log(ns), np.log([r[key] for r in rows]), 1)[0])
+    for r in rows:
+        r[f"scaling_exponent_{name}"] = p
+    say(f"{section} scaling ({name}): {key} ∝ N^{p:.2f} over N = {ns}")
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
@@ -216,13 +223,8 @@ def main(argv=None) -> int:
             say(f"train N={n:3d}: {row['seconds_per_step']:.3f} s/step folx, {row['seconds_per_step_jvp']:.3f} jvp "
                 f"(folx/jvp {row['folx_over_jvp']:.2f}), {row['walker_steps_per_s']:.0f} walker·steps/s, "
                 f"compile {row['compile_s']:.0f} s, temp {row['temp_mb']:.0f} MB")
-        if len(rows) > 1:
-            ns = [r["n_electrons"] for r in rows]
-            for key, name in (("seconds_per_step", "folx"), ("seconds_per_step_jvp", "jvp")):
-                p = fit_exponent(ns, [r[key] for r in rows])
-                for r in rows:
-                    r[f"scaling_exponent_{name}"] = p
-                say(f"train scaling ({name}): seconds per step ∝ N^{p:.2f} over N = {ns}")
+        add_scaling(rows, "seconds_per_step", "folx", "train")
+        add_scaling(rows, "seconds_per_step_jvp", "jvp", "train")
         results["train"] = rows
 
     if "local" in args.only:
@@ -234,11 +236,7 @@ def main(argv=None) -> int:
                 f"{row['folx_sparsity_threshold']}), dense {1e3 * row['seconds_per_walker_dense']:.2f} "
                 f"(sparse/dense {row['sparse_over_dense']:.2f}), jvp {1e3 * row.get('seconds_per_walker_jvp', math.nan):.2f} "
                 f"(folx/jvp {row['folx_over_jvp']:.2f}); temp {row['temp_mb_per_walker']:.2f} MB/walker")
-        if len(rows) > 1:
-            p = fit_exponent([r["n_electrons"] for r in rows], [r["seconds_per_walker"] for r in rows])
-            for r in rows:
-                r["scaling_exponent_folx"] = p
-            say(f"local scaling (folx): seconds per walker ∝ N^{p:.2f}")
+        add_scaling(rows, "seconds_per_walker", "folx", "local")
         results["local"] = rows
 
     if "mcmc" in args.only:
