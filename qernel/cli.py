@@ -34,7 +34,7 @@ import zlib
 from pathlib import Path
 
 from qernel import __version__
-from qernel.config import DEFAULT_CONFIG_PATH, ConfigError, canonical_json, list_sweeps, load_sweep
+from qernel.config import DEFAULT_CONFIG_PATH, STAGE_KEYS, ConfigError, canonical_json, list_sweeps, load_sweep
 
 log = logging.getLogger("qernel")
 
@@ -84,12 +84,17 @@ def _load(args, resolve: bool = True, stage: str | None = None):
         raise CLIError(str(e) if not e.key else f"{args.config}: {e}") from None
 
 
-def _log_start(args, sweep, resolve: bool = True) -> None:
-    """Log what this job runs with: version, commit, devices, the resolved sweep."""
+def _log_start(args, sweep, resolve: bool = True, stage: str | None = None) -> None:
+    """Log what this job runs with: version, commit, devices, the resolved sweep (with a stage,
+    only the parts that stage reads: its config snapshot holds no others, whose defaults would
+    only mislead)."""
     log.info("qernel %s (git %s): %s", __version__, git_commit(), " ".join(sys.argv[1:]) or args.command)
     log.info("devices: %s", device_summary())
     log.info("sweep %s from %s (config hash %s)", sweep.name, args.config, sweep.config_hash[:12])
-    log.info("resolved sweep: %s", json.dumps(sweep.summary(resolve=resolve), default=str))
+    summary = sweep.summary(resolve=resolve)
+    if stage is not None:
+        summary = {k: v for k, v in summary.items() if k in ("sweep", "config_hash") + STAGE_KEYS[stage]}
+    log.info("resolved sweep: %s", json.dumps(summary, default=str))
 
 
 def _call(fn, *args, **kwargs):
@@ -182,7 +187,7 @@ def _claim_checkpoints(ckpt_dir: Path, stage_hash: str) -> None:
 # -- commands -------------------------------------------------------------------------------
 def cmd_pretrain(args) -> int:
     sweep = _load(args)
-    _log_start(args, sweep)
+    _log_start(args, sweep, stage="pretrain")
     from qernel import checkpoint
     from qernel.train import run_training
 
@@ -218,7 +223,7 @@ def cmd_evaluate(args) -> int:
     sweep = _load(args, stage="evaluate")
     label, depth = _depth(sweep, args.depth)
     ckpt = _existing(args.checkpoint, "checkpoint")
-    _log_start(args, sweep)
+    _log_start(args, sweep, stage="evaluate")
     log.info("depth %s %s = %.6f E_M", label, sweep.config_units, depth)
     from qernel.evaluate import ModelCheckpointError, evaluate_depth
 
@@ -237,7 +242,7 @@ def cmd_observables(args) -> int:
     sweep = _load(args, stage="analysis")
     label = _depth(sweep, args.depth)[0] if args.depth is not None else None
     evaluation = _existing(args.evaluation, "evaluation file")
-    _log_start(args, sweep)
+    _log_start(args, sweep, stage="analysis")
     from qernel.observables import compute_observables
 
     out = Path(args.out)
@@ -251,7 +256,7 @@ def cmd_observables(args) -> int:
 def cmd_aggregate(args) -> int:
     sweep = _load(args, stage="analysis")
     inputs = [_existing(p, "observables file") for p in args.observables]
-    _log_start(args, sweep)
+    _log_start(args, sweep, stage="analysis")
     from qernel.aggregate import aggregate
 
     out = Path(args.out)
@@ -267,7 +272,7 @@ def cmd_plot(args) -> int:
     train = Path(args.train) if args.train else None
     if train is not None and not train.is_file():
         log.warning("training log %s does not exist: the training figure is skipped", train)
-    _log_start(args, sweep)
+    _log_start(args, sweep, stage="analysis")
     from qernel.plots import plot_all
 
     written = plot_all(phase_diagram, train, Path(args.out_dir))

@@ -172,3 +172,27 @@ def test_resume_checkpoints_are_kept_only_for_the_same_setup(tmp_path):
     assert not (ckpts / "ckpt_00000010.msgpack").exists()
     assert (tmp_path / "checkpoints.previous" / "ckpt_00000010.msgpack").is_file()
     assert (ckpts / cli.CHECKPOINT_MARKER).read_text().strip() == "bbb"
+
+
+def test_start_log_shows_only_what_the_stage_reads(caplog):
+    """A stage's config snapshot holds only its own parts: the start log must not show defaults
+    for the others (an evaluate batch of 512 in a pretrain log that the sweep never set)."""
+    import argparse
+    import json
+    import logging
+
+    from qernel.config import DEFAULT_CONFIG_PATH, load_sweep
+
+    sweep = load_sweep(DEFAULT_CONFIG_PATH, "demo")
+    args = argparse.Namespace(config=str(DEFAULT_CONFIG_PATH), command="pretrain")
+    logged = {}
+    for stage in ("pretrain", "evaluate", "analysis", None):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="qernel"):
+            cli._log_start(args, sweep, stage=stage)
+        line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("resolved sweep: "))
+        logged[stage] = set(json.loads(line.removeprefix("resolved sweep: ")))
+    assert logged["pretrain"] == {"sweep", "config_hash", "system", "depths", "model", "pretrain", "seed"}
+    assert logged["evaluate"] == {"sweep", "config_hash", "system", "depths", "model", "evaluate", "seed"}
+    assert logged["analysis"] == {"sweep", "config_hash", "system", "depths"}
+    assert {"pretrain", "evaluate", "resources"} <= logged[None]  # info and bands: the whole sweep
