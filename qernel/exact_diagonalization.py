@@ -87,3 +87,29 @@ def extrapolated_energy(supercell: Supercell, depth: float, coupling: float, pha
     (e_inf, _, _), _ = curve_fit(lambda s, e, a, p: e + a * s ** (-p), shells, energies,
                                  p0=(energies[-1], energies[0] - energies[-1], 2.0), maxfev=10000)
     return float(e_inf), energies
+
+
+def main(argv=None) -> int:
+    """python -m qernel.exact_diagonalization --depths 1 5 --coupling 2 --phase-deg 45 [--supercell 1 1]"""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Exact energy of one up + one down electron (E_M per electron).")
+    ap.add_argument("--depths", type=float, nargs="+", required=True, help="depths V in E_M")
+    ap.add_argument("--coupling", type=float, required=True, help="λ = a_M / a_B*")
+    ap.add_argument("--phase-deg", type=float, required=True, help="the moiré phase φ in degrees")
+    ap.add_argument("--supercell", type=int, nargs=2, default=(1, 1), metavar=("N1", "N2"),
+                    help="diagonal supercell N1 × N2 (default 1 1)")
+    ap.add_argument("--shells", type=float, nargs="+", default=[6.0, 8.0, 10.0, 12.0],
+                    help="plane-wave cutoffs to extrapolate from (moiré reciprocal lengths)")
+    args = ap.parse_args(argv)
+    supercell = Supercell.diagonal(*args.supercell)
+    for depth in args.depths:
+        e_inf, energies = extrapolated_energy(supercell, depth, args.coupling, math.radians(args.phase_deg),
+                                              args.shells)
+        steps = ", ".join(f"{s:g}: {e / 2:.6f}" for s, e in zip(args.shells, energies))
+        print(f"V = {depth:g} E_M: E/N = {e_inf / 2:.6f} E_M extrapolated (cutoff shells → E/N: {steps})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
