@@ -42,3 +42,15 @@ def test_energy_is_concave_in_the_coupling():
     e = [two_electron_energy(sc, 3.0, lam, PHASE, 3.0) for lam in (0.0, 1.0, 2.0, 3.0)]
     second_differences = np.diff(e, 2)
     assert np.all(second_differences < 0), second_differences
+
+
+def test_extrapolation_continues_the_variational_sequence():
+    """More plane waves lower the energy monotonically (a larger variational space); the
+    extrapolated value lies below the last cutoff's and closer to it than the last step."""
+    from qernel.exact_diagonalization import extrapolated_energy
+
+    e_inf, energies = extrapolated_energy(Supercell.diagonal(1), 1.0, 2.0, PHASE, shells=(3.0, 4.0, 5.0, 6.0))
+    assert np.all(np.diff(energies) < 0)
+    assert energies[-1] - 0.01 < e_inf < energies[-1]
+    e0, flat = extrapolated_energy(Supercell.diagonal(1), 1.0, 0.0, PHASE, shells=(3.0, 4.0))
+    assert e0 == flat[-1]  # λ = 0 converges at once: nothing to extrapolate
