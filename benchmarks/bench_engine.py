@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from qernel import parallel
-from qernel.hamiltonian import folx_sparsity, make_local_energy, map_walkers
+from qernel.hamiltonian import folx_sparsity, make_local_energy
+from qernel.parallel import map_walkers
 from qernel.lattice import Supercell
 from qernel.mcmc import init_walkers, make_mcmc_step
 from qernel.model import make_wavefunction
@@ -70,9 +71,9 @@ def setup(n: int, batch: int, model: str):
 
 
 def interleaved_medians(calls: dict, repeats: int) -> dict:
-    """Median seconds of each zero-argument callable (which must block until its result is ready).
+    """Median seconds of each callable call(round) (which must block until its result is ready).
 
-    The callables are run in turn, `repeats` rounds after one warm-up round, so that a slow spell
+    The callables are run in turn, rounds 0 … repeats − 1 after one warm-up round (−1), so that a slow spell
     of a shared machine hits every variant alike; ratios of the medians are then fair.
     """
     for call in calls.values():

@@ -82,7 +82,7 @@ import numpy as np
 import xarray as xr
 
 from qernel import checkpoint, parallel
-from qernel.hamiltonian import LAPLACIAN_METHODS, make_local_energy, map_walkers
+from qernel.hamiltonian import LAPLACIAN_METHODS, make_local_energy
 from qernel.lattice import MOIRE_LATTICE, MOIRE_RECIPROCAL
 from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
 from qernel.observables import (
@@ -143,7 +143,7 @@ class EvalConfig:
     pair_correlation_bins: g(r) bins up to half the shortest supercell vector (0 = no g(r)).
     laplacian: "folx" or "jvp". dtype: "float32", "float64", or None (the pretraining's dtype).
     max_vmap_batch_size: local energies for at most this many walkers at once (0 = all; smaller
-        bounds memory, qernel.hamiltonian.map_walkers); fine-tuning uses it too.
+        bounds memory, qernel.parallel.map_walkers); fine-tuning uses it too.
     checkpoint_every: measurement steps between sampling checkpoints (0: about every 10 %).
     max_series_elements: the most numbers one per-step series may hold in evaluation.nc before
         its steps are averaged in blocks (see the module docstring).
@@ -244,14 +244,6 @@ def device_summary() -> tuple[int, str]:
 
 
 # -- the jitted measurement -------------------------------------------------------------------------
-def _largest_divisor_at_most(n: int, limit: int) -> int:
-    limit = max(1, min(n, limit))
-    for d in range(limit, 0, -1):
-        if n % d == 0:
-            return d
-    return 1
-
-
 def _histogram(frac, bins: tuple[int, int]):
     """Counts (n_x, n_y) of fractional coordinates frac (P, 2) in [0, 1) (jit-able)."""
     nx, ny = bins
@@ -307,11 +299,11 @@ def make_estimators(system: System, log_psi, grids: _Grids, laplacian: str = "fo
     density (n_x, n_y); supercell_density (m_x, m_y);
     rho_k (K, 3) [|ρ_k|²/N, Re ρ_k, Im ρ_k]; pair_correlation (n_r,) (if pair_bins > 0).
     Pure and jit-able; no Python loop over walkers or electrons. max_vmap_batch_size: see
-    qernel.hamiltonian.map_walkers.
+    qernel.parallel.map_walkers.
     """
     sc = system.supercell
     n_el = system.n_electrons
-    local_energy = map_walkers(make_local_energy(system, log_psi, laplacian), max_vmap_batch_size)
+    local_energy = parallel.map_walkers(make_local_energy(system, log_psi, laplacian), max_vmap_batch_size)
     cell_to_frac = MOIRE_RECIPROCAL.T / (2.0 * np.pi)
     super_to_frac = sc.reciprocal.T / (2.0 * np.pi)
     cell_bin_area = MOIRE_CELL_AREA / (grids.cell_bins[0] * grids.cell_bins[1])
@@ -348,7 +340,7 @@ def make_estimators(system: System, log_psi, grids: _Grids, laplacian: str = "fo
             out["rho_k"] = sums.reshape(-1, 3)[:n_k] / w
         if grids.pair_bins:
             n_pairs = n_el * (n_el - 1) // 2
-            wc = _largest_divisor_at_most(w, MAX_CHUNK_ELEMENTS // max(1, n_pairs * 9 * 2))
+            wc = parallel.largest_divisor_at_most(w, MAX_CHUNK_ELEMENTS // max(1, n_pairs * 9 * 2))
             xc = x.reshape(w // wc, wc, n_el, 2)
             counts = jax.lax.map(
                 lambda xx: _pair_counts(xx[None], jnp.asarray(inv_lattice, dt), jnp.asarray(lattice, dt),
@@ -766,8 +758,8 @@ def finetune_config(cfg: EvalConfig, metadata: dict | None = None, dtype: str | 
 
     Starts from the pretraining's options recorded in the model file (unknown ones dropped),
     sets steps = finetune_steps, no orbital pretraining, batch_size, laplacian,
-    max_vmap_batch_size and dtype of the evaluation, a uniform depth weighting; then `cfg.finetune` wins. Without a
-    `finetune.learning_rate` the rate continues where the pretraining's schedule ended,
+    max_vmap_batch_size and dtype of the evaluation, a uniform depth weighting; then
+    `cfg.finetune` wins. Without a `finetune.learning_rate` the rate continues where the pretraining's schedule ended,
     η/(1 + steps/lr_decay_steps) (or is the default of another optimizer chosen in `finetune`).
     """
     from qernel.train import TrainConfig
@@ -780,7 +772,8 @@ def finetune_config(cfg: EvalConfig, metadata: dict | None = None, dtype: str | 
         log.warning("ignoring the pretraining options of the model file (%s); fine-tuning from defaults", err)
         base, pre = {}, TrainConfig()
     d = {**base, "steps": int(cfg.finetune_steps), "pretrain_steps": 0, "batch_size": int(cfg.batch_size),
-         "laplacian": cfg.laplacian, "max_vmap_batch_size": int(cfg.max_vmap_batch_size), "dtype": dtype or resolve_dtype(cfg, metadata), "depth_weighting": "uniform",
+         "laplacian": cfg.laplacian, "max_vmap_batch_size": int(cfg.max_vmap_batch_size),
+         "dtype": dtype or resolve_dtype(cfg, metadata), "depth_weighting": "uniform",
          "target_acceptance": float(cfg.target_acceptance),
          "checkpoint_every": min(pre.checkpoint_every, max(1, cfg.finetune_steps // 10)),
          "log_every": max(1, cfg.finetune_steps // 10)}

@@ -34,11 +34,9 @@ def group_stats(values, group, n_groups: int):
 
     The variance is the population variance of the group's samples.
     """
-    oh = one_hot(group, n_groups, values.dtype)
-    count = jnp.sum(oh, axis=0)
-    mean = (oh.T @ values) / jnp.maximum(count, 1)
-    var = (oh.T @ (values - mean[group]) ** 2) / jnp.maximum(count, 1)
-    return mean, var, count
+    count = jnp.sum(one_hot(group, n_groups, values.dtype), axis=0)
+    mean = group_mean(values, group, n_groups)
+    return mean, group_mean((values - mean[group]) ** 2, group, n_groups), count
 
 
 def group_median(values, group, n_groups: int):

@@ -110,7 +110,7 @@ def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", 
                       sparsity_threshold: float | None = None):
     """Build local_energy(params, x, cond) -> EnergyComponents for one configuration x (N, 2).
 
-    Vectorise over walkers with jax.vmap (or map_walkers). `cond[0]` is the depth V (E_M).
+    Vectorise over walkers with jax.vmap (or qernel.parallel.map_walkers). `cond[0]` is the depth V (E_M).
     sparsity_threshold: folx's (None: folx_sparsity(N)).
     """
     components_and_imag = make_complex_local_energy(system, log_psi, laplacian, ewald, sparsity_threshold)
@@ -140,37 +140,6 @@ def make_complex_local_energy(system: System, log_psi: LogPsi, laplacian: str = 
         return EnergyComponents(kin, pot, inter.astype(x.dtype)), kin_imag
 
     return local_energy
-
-
-def map_walkers(f: Callable, max_batch_size: int = 0) -> Callable:
-    """f(params, x, cond) for one configuration → g(params, x (W, N, 2), cond (W, n_cond)) over walkers.
-
-    max_batch_size <= 0 (or >= W): one jax.vmap over all W walkers. Otherwise the walkers go
-    through in W/b chunks of b walkers, b the largest divisor of W that is <= max_batch_size
-    (a jax.lax.map over chunks, a vmap inside each), which bounds the memory of the
-    intermediates (the forward Laplacian carries 2N tangents per activation) at the price of
-    less parallel work per kernel. Chunk i holds walkers i, i + W/b, i + 2W/b, …, so with the
-    walkers sharded in contiguous blocks over devices every chunk is spread over all of them.
-    Same results as the vmap (up to the summation order inside a kernel).
-    """
-    vmapped = jax.vmap(f, in_axes=(None, 0, 0))
-    if max_batch_size <= 0:
-        return vmapped
-
-    def g(params, x, cond):
-        w = x.shape[0]
-        b = next(d for d in range(min(max_batch_size, w), 0, -1) if w % d == 0)
-        if b == w:
-            return vmapped(params, x, cond)
-        n = w // b
-
-        def chunks(a):  # (W, ...) -> (n, b, ...): chunk i = walkers i, i + n, ...
-            return a.reshape((b, n) + a.shape[1:]).swapaxes(0, 1)
-
-        out = jax.lax.map(lambda xc: vmapped(params, *xc), (chunks(x), chunks(cond)))
-        return jax.tree.map(lambda a: a.swapaxes(0, 1).reshape((w,) + a.shape[2:]), out)
-
-    return g
 
 
 def potential_energies(system: System, x: jax.Array, depth, ewald: Ewald | None = None):

@@ -30,7 +30,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from qernel.groups import centre
-from qernel.hamiltonian import LogPsi, map_walkers
+from qernel.hamiltonian import LogPsi
+from qernel.parallel import map_walkers
 
 OPTIMIZERS = ("sr", "adam")
 

@@ -3,10 +3,13 @@
 A 1-D mesh with axis "batch" spans the devices. Walker arrays (leading axis W) are sharded
 along it; parameters, optimiser state and per-group scalars are replicated. Jitted functions
 are written for the global batch; XLA inserts the collectives (the per-group means, the
-SR kernel O Oᵀ), so the code is the same on one device and on many.
+SR kernel O Oᵀ), so the code is the same on one device and on many. `map_walkers` bounds the
+memory of a per-walker function by taking the walkers in chunks.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 import numpy as np
@@ -54,3 +57,43 @@ def replicate(tree, mesh: Mesh):
 def to_host(tree):
     """Gather a (possibly sharded) pytree to numpy arrays on the host."""
     return jax.tree.map(lambda a: np.asarray(jax.device_get(a)), tree)
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of n that is <= limit (at least 1)."""
+    limit = max(1, min(n, limit))
+    for d in range(limit, 0, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
+def map_walkers(f: Callable, max_batch_size: int = 0) -> Callable:
+    """f(params, x, cond) for one configuration → g(params, x (W, N, 2), cond (W, n_cond)) over walkers.
+
+    max_batch_size <= 0 (or >= W): one jax.vmap over all W walkers. Otherwise the walkers go
+    through in W/b chunks of b walkers, b the largest divisor of W that is <= max_batch_size
+    (a jax.lax.map over chunks, a vmap inside each), which bounds the memory of the
+    intermediates (the forward Laplacian carries 2N tangents per activation) at the price of
+    less parallel work per kernel. Chunk i holds walkers i, i + W/b, i + 2W/b, …, so with the
+    walkers sharded in contiguous blocks over devices every chunk is spread over all of them.
+    Same results as the vmap (up to the summation order inside a kernel).
+    """
+    vmapped = jax.vmap(f, in_axes=(None, 0, 0))
+    if max_batch_size <= 0:
+        return vmapped
+
+    def g(params, x, cond):
+        w = x.shape[0]
+        b = largest_divisor_at_most(w, max_batch_size)
+        if b == w:
+            return vmapped(params, x, cond)
+        n = w // b
+
+        def chunks(a):  # (W, ...) -> (n, b, ...): chunk i = walkers i, i + n, ...
+            return a.reshape((b, n) + a.shape[1:]).swapaxes(0, 1)
+
+        out = jax.lax.map(lambda xc: vmapped(params, *xc), (chunks(x), chunks(cond)))
+        return jax.tree.map(lambda a: a.swapaxes(0, 1).reshape((w,) + a.shape[2:]), out)
+
+    return g

@@ -62,7 +62,6 @@ from qernel.optim import (
     spring_direction,
 )
 from qernel.bands import DEFAULT_SHELLS
-from qernel.hamiltonian import map_walkers
 from qernel.pretrain import make_pretrain_step, make_targets
 from qernel.system import System
 
@@ -86,8 +85,9 @@ class TrainConfig:
     learning_rate: η (None: 0.05 for sr, 1e-3 for adam); lr_decay_steps: η_t = η/(1 + t/decay)
     (<= 0: constant). sr_damping: diagonal shift λ; sr_momentum: SPRING μ (0 = MinSR).
     max_update_norm: cap on the step (sr: Fisher norm ‖Oδ‖, the r.m.s. change of log ψ; adam:
-    Euclidean norm); <= 0 disables it; None: 0.03 for sr, 0.3 for adam. clip_mad: local energies are clipped to median ± clip_mad
-    mean absolute deviations per depth for the gradient (<= 0: off).
+    Euclidean norm); <= 0 disables it; None: 0.03 for sr, 0.3 for adam. clip_mad: local
+    energies are clipped to median ± clip_mad mean absolute deviations per depth for the
+    gradient (<= 0: off).
     mcmc_steps: Metropolis–Hastings moves between updates; burn_in: moves before the first
     update (after pretraining); target_acceptance; init_width: first proposal width (a_M).
     pretrain_steps: orbital-pretraining steps toward the bands orbitals (0 = off);
@@ -100,7 +100,7 @@ class TrainConfig:
     dtype: "float32" or "float64"; laplacian: "folx" or "jvp".
     max_vmap_batch_size: local energies and (sr) per-walker log-derivatives are computed for at
     most this many walkers at once (all devices together; 0 = all at once); smaller bounds
-    memory (qernel.hamiltonian.map_walkers).
+    memory (qernel.parallel.map_walkers).
     max_retries: a step with non-finite energies or update is retried with new random numbers
     up to this many times before the run stops. log_every: steps between plain log lines on
     stdout (train.log gets every step).
@@ -242,7 +242,7 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
     """
     log_psi = wf.log_psi
     mcmc = make_mcmc_step(log_psi, system, cfg.mcmc_steps, cfg.target_acceptance)
-    local_energy = map_walkers(make_local_energy(system, log_psi, cfg.laplacian), cfg.max_vmap_batch_size)
+    local_energy = parallel.map_walkers(make_local_energy(system, log_psi, cfg.laplacian), cfg.max_vmap_batch_size)
     energy_loss = make_energy_loss(log_psi, n_groups, cfg.clip_mad)
     schedule = learning_rate_schedule(cfg.lr, cfg.lr_decay_steps)
     adam = make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap) if cfg.optimizer == "adam" else None

@@ -1,11 +1,12 @@
-"""qernel.hamiltonian.map_walkers: chunked local energies equal the plain vmap and use less memory."""
+"""qernel.parallel.map_walkers: chunked local energies equal the plain vmap and use less memory."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qernel.hamiltonian import make_local_energy, map_walkers
+from qernel.hamiltonian import make_local_energy
+from qernel.parallel import largest_divisor_at_most, map_walkers
 
 from .standin import StandInWavefunction
 
@@ -25,6 +26,8 @@ def test_chunks_reproduce_the_vmap_walker_by_walker(max_batch, expected_chunk):
     np.testing.assert_array_equal(np.asarray(out["cond"]), 100.0 + np.arange(w))  # walker order kept
     for key in ref:
         np.testing.assert_allclose(np.asarray(out[key]), np.asarray(ref[key]), rtol=1e-6)
+    if max_batch > 0:
+        assert largest_divisor_at_most(w, max_batch) == expected_chunk
     if expected_chunk < w:  # the compiled program loops over W / chunk chunks
         text = jax.jit(map_walkers(_per_walker, max_batch)).lower(2.0, x, cond).as_text()
         assert "while" in text
