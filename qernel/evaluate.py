@@ -82,18 +82,15 @@ import numpy as np
 import xarray as xr
 
 from qernel import checkpoint, parallel
-from qernel.hamiltonian import LAPLACIAN_METHODS, make_local_energy
-from qernel.lattice import MOIRE_LATTICE, MOIRE_RECIPROCAL
+from qernel.hamiltonian import LAPLACIAN_METHODS
 from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
 from qernel.observables import (
     DEFAULT_CELL_BINS,
     DEFAULT_K_SHELLS,
-    MOIRE_CELL_AREA,
-    _image_shifts,
-    _pair_counts,
-    _sk_moments,
-    bin_centres,
-    default_kvectors,
+    MAX_CHUNK_ELEMENTS,  # noqa: F401 (re-exported: the chunk bound of the observables' estimators)
+    BlockSeries,
+    SeriesSpec,
+    default_observables,
 )
 from qernel.stats import reblock
 from qernel.system import System
@@ -101,9 +98,6 @@ from qernel.system import System
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float64")
-#: Bound on the elements of the largest intermediate array of one estimator call (walkers ×
-#: electrons × k-vectors, or walkers × pairs × images): larger work is done in chunks.
-MAX_CHUNK_ELEMENTS = 2**24
 #: A measurement step with a non-finite local energy is redone from the same walkers with new
 #: random numbers up to this many times before the evaluation stops with an error.
 MAX_RETRIES = 3
@@ -244,120 +238,31 @@ def device_summary() -> tuple[int, str]:
 
 
 # -- the jitted measurement -------------------------------------------------------------------------
-def _histogram(frac, bins: tuple[int, int]):
-    """Counts (n_x, n_y) of fractional coordinates frac (P, 2) in [0, 1) (jit-able)."""
-    nx, ny = bins
-    ix = jnp.clip(jnp.floor(frac[:, 0] * nx).astype(jnp.int32), 0, nx - 1)
-    iy = jnp.clip(jnp.floor(frac[:, 1] * ny).astype(jnp.int32), 0, ny - 1)
-    return jnp.bincount(ix * ny + iy, length=nx * ny).reshape(nx, ny)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Grids:
-    """The estimator grids of one evaluation (hashable: a static part of the jitted step)."""
-
-    cell_bins: tuple[int, int]
-    supercell_bins: tuple[int, int]
-    kvectors: tuple  # ((kx, ky), ...)
-    pair_bins: int
-    pair_r_max: float
-
-    @property
-    def k_array(self) -> np.ndarray:
-        return np.asarray(self.kvectors, dtype=float).reshape(-1, 2)
-
-    @property
-    def r(self) -> np.ndarray:
-        edges = np.linspace(0.0, self.pair_r_max, self.pair_bins + 1)
-        return 0.5 * (edges[1:] + edges[:-1])
-
-
-def pair_r_limit(supercell) -> float:
-    """Half the shortest supercell lattice vector (the largest r of g(r)), a_M."""
-    cutoff = 2.0 * np.max(np.linalg.norm(supercell.lattice, axis=-1))
-    return 0.5 * float(np.min(np.linalg.norm(supercell.lattice_vectors(cutoff, include_origin=False), axis=-1)))
-
-
-def make_grids(system: System, cfg: EvalConfig) -> _Grids:
-    """The density, k and r grids that `cfg` asks for on this system's supercell."""
-    sc = system.supercell
-    sbins = cfg.supercell_density_bins
-    if sbins is None:
-        reps = [max(1, int(round(np.linalg.norm(sc.lattice[i])))) for i in range(2)]
-        sbins = (cfg.density_bins[0] * reps[0], cfg.density_bins[1] * reps[1])
-    k = default_kvectors(sc, cfg.structure_factor_shells)
-    pair_bins = cfg.pair_correlation_bins if system.n_electrons >= 2 else 0
-    return _Grids(tuple(cfg.density_bins), tuple(sbins), tuple(map(tuple, k.tolist())), int(pair_bins),
-                  pair_r_limit(sc))
-
-
-def make_estimators(system: System, log_psi, grids: _Grids, laplacian: str = "folx", max_vmap_batch_size: int = 0):
+def make_estimators(observables, log_psi):
     """estimators(params, x (W, N, 2), cond (W, n_cond)) -> dict of walker means for one step.
 
-    Keys (shapes): energy (4,) per electron [total, kinetic, potential, interaction];
-    local_energy_variance (); n_nonfinite () (walkers whose local energy is NaN or inf);
-    density (n_x, n_y); supercell_density (m_x, m_y);
-    rho_k (K, 3) [|ρ_k|²/N, Re ρ_k, Im ρ_k]; pair_correlation (n_r,) (if pair_bins > 0).
-    Pure and jit-able; no Python loop over walkers or electrons. max_vmap_batch_size: see
-    qernel.parallel.map_walkers.
+    observables: `qernel.observables.Observable`s (e.g. `default_observables(system, cfg)`);
+    the dict holds every observable's estimator keys (with the default list: energy (4,),
+    local_energy_variance (), n_nonfinite (), density, supercell_density, rho_k (K, 3),
+    pair_correlation (n_r,)). Pure and jit-able.
     """
-    sc = system.supercell
-    n_el = system.n_electrons
-    local_energy = parallel.map_walkers(make_local_energy(system, log_psi, laplacian), max_vmap_batch_size)
-    cell_to_frac = MOIRE_RECIPROCAL.T / (2.0 * np.pi)
-    super_to_frac = sc.reciprocal.T / (2.0 * np.pi)
-    cell_bin_area = MOIRE_CELL_AREA / (grids.cell_bins[0] * grids.cell_bins[1])
-    super_bin_area = sc.area / (grids.supercell_bins[0] * grids.supercell_bins[1])
-    kvec = grids.k_array
-    n_k = len(kvec)
-    if grids.pair_bins:
-        edges = np.linspace(0.0, grids.pair_r_max, grids.pair_bins + 1)
-        shell_area = np.pi * (edges[1:] ** 2 - edges[:-1] ** 2)
-        pair_norm = sc.area / (n_el * (n_el - 1)) * 2.0 / shell_area  # per walker
-        inv_lattice, lattice, shifts = np.linalg.inv(sc.lattice), sc.lattice, _image_shifts(sc)
+    parts = [o.estimator(log_psi) for o in observables]
 
     def estimators(params, x, cond):
-        dt = x.dtype
-        w = x.shape[0]
-        kin, pot, inter = local_energy(params, x, cond)
-        total = kin + pot + inter
-        energy = jnp.stack([jnp.mean(total), jnp.mean(kin), jnp.mean(pot), jnp.mean(inter)]) / n_el
-        variance = jnp.mean((total - jnp.mean(total)) ** 2)
-        pts = x.reshape(-1, 2)
-        fc = pts @ jnp.asarray(cell_to_frac, dt)
-        fs = pts @ jnp.asarray(super_to_frac, dt)
-        density = _histogram(fc - jnp.floor(fc), grids.cell_bins).astype(dt) / (w * sc.n_cells * cell_bin_area)
-        sdensity = _histogram(fs - jnp.floor(fs), grids.supercell_bins).astype(dt) / (w * super_bin_area)
-        out = {"energy": energy, "local_energy_variance": variance, "density": density,
-               "supercell_density": sdensity, "n_nonfinite": jnp.sum(~jnp.isfinite(total))}
-        if n_k:
-            kc = max(1, min(n_k, MAX_CHUNK_ELEMENTS // max(1, w * n_el)))
-            n_chunks = -(-n_k // kc)
-            kpad = np.zeros((n_chunks * kc, 2))
-            kpad[:n_k] = kvec
-            kchunks = jnp.asarray(kpad.reshape(n_chunks, kc, 2), dt)
-            sums = jax.lax.map(lambda kk: _sk_moments(x[None], kk)[0], kchunks)  # (chunks, kc, 3)
-            out["rho_k"] = sums.reshape(-1, 3)[:n_k] / w
-        if grids.pair_bins:
-            n_pairs = n_el * (n_el - 1) // 2
-            wc = parallel.largest_divisor_at_most(w, MAX_CHUNK_ELEMENTS // max(1, n_pairs * 9 * 2))
-            xc = x.reshape(w // wc, wc, n_el, 2)
-            counts = jax.lax.map(
-                lambda xx: _pair_counts(xx[None], jnp.asarray(inv_lattice, dt), jnp.asarray(lattice, dt),
-                                        jnp.asarray(shifts, dt), grids.pair_r_max, grids.pair_bins)[0], xc)
-            out["pair_correlation"] = jnp.sum(counts, axis=0).astype(dt) * jnp.asarray(pair_norm, dt) / w
+        out = {}
+        for estimate in parts:
+            out.update(estimate(params, x, cond))
         return out
 
     return estimators
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(system: System, log_psi, grids: _Grids, laplacian: str, mcmc_steps: int, target_acceptance: float,
-              max_vmap_batch_size: int = 0):
+def _compiled(system: System, log_psi, observables: tuple, mcmc_steps: int, target_acceptance: float):
     """(burn_in_block, measure) jitted: burn-in moves with width adaptation; a measurement step."""
     burn = jax.jit(make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=True), donate_argnums=(1,))
     mcmc = make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=False)
-    estimators = make_estimators(system, log_psi, grids, laplacian, max_vmap_batch_size)
+    estimators = make_estimators(observables, log_psi)
 
     def measure(params, state: MCMCState, key):
         state = mcmc(params, state, key)
@@ -370,63 +275,36 @@ def _compiled(system: System, log_psi, grids: _Grids, laplacian: str, mcmc_steps
 
 
 # -- per-step series, block-averaged when too large ----------------------------------------------------
-class _Series:
-    """Per-step values of one observable, summed into blocks of `block` steps (a power of 2)."""
-
-    def __init__(self, n_steps: int, shape: tuple, max_elements: int):
-        size = int(np.prod(shape, dtype=np.int64))
-        block = 1
-        while -(-n_steps // block) * size > max_elements and block < n_steps:
-            block *= 2
-        self.block, self.n_steps, self.shape = block, n_steps, tuple(shape)
-        self.sums = np.zeros((-(-n_steps // block),) + self.shape)
-
-    def add(self, t0: int, values: np.ndarray) -> None:
-        """Add the values (B, *shape) of steps t0 .. t0 + B − 1."""
-        idx = (t0 + np.arange(values.shape[0])) // self.block
-        np.add.at(self.sums, idx, values)
-
-    def values(self, n_done: int | None = None) -> np.ndarray:
-        """Block means of the first n_done steps (default: all)."""
-        n = self.n_steps if n_done is None else n_done
-        n_blocks = -(-n // self.block)
-        counts = np.minimum(self.block, n - self.block * np.arange(n_blocks)).astype(float)
-        return self.sums[:n_blocks] / counts.reshape((-1,) + (1,) * len(self.shape))
+#: The sampler's own per-step series (beside the observables').
+SAMPLER_SERIES = {
+    "acceptance": SeriesSpec((), (), "1", "Metropolis acceptance of the moves before each measurement", True),
+    "mcmc_width": SeriesSpec((), (), "a_M", "Metropolis proposal width", True),
+}
 
 
-_SCALAR_SERIES = ("energy", "kinetic_energy", "potential_energy", "interaction_energy", "local_energy_variance",
-                  "acceptance", "mcmc_width")
+def _series_specs(observables) -> dict[str, SeriesSpec]:
+    specs = {}
+    for o in observables:
+        specs.update(o.series())
+    specs.update(SAMPLER_SERIES)
+    return specs
 
 
-def _series_shapes(grids: _Grids) -> dict[str, tuple]:
-    shapes = {name: () for name in _SCALAR_SERIES}
-    shapes["density"] = grids.cell_bins
-    shapes["supercell_density"] = grids.supercell_bins
-    n_k = len(grids.kvectors)
-    if n_k:
-        shapes.update(rho_k_abs2=(n_k,), rho_k_real=(n_k,), rho_k_imag=(n_k,))
-    if grids.pair_bins:
-        shapes["pair_correlation"] = (grids.pair_bins,)
-    return shapes
-
-
-def _split_stats(stats: dict) -> dict[str, np.ndarray]:
+def _split_stats(stats: dict, observables) -> dict[str, np.ndarray]:
     """Host stats of B steps (leading axis B) → series name → (B, *shape)."""
-    out = {"energy": stats["energy"][:, 0], "kinetic_energy": stats["energy"][:, 1],
-           "potential_energy": stats["energy"][:, 2], "interaction_energy": stats["energy"][:, 3]}
-    for name in ("local_energy_variance", "acceptance", "mcmc_width", "density", "supercell_density",
-                 "pair_correlation"):
-        if name in stats:
-            out[name] = stats[name]
-    if "rho_k" in stats:
-        out["rho_k_abs2"], out["rho_k_real"], out["rho_k_imag"] = (stats["rho_k"][..., i] for i in range(3))
-    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+    out = {}
+    for o in observables:
+        out.update(o.split(stats))
+    for name in SAMPLER_SERIES:
+        out[name] = np.asarray(stats[name], dtype=np.float64)
+    return out
 
 
 # -- the sampling core -----------------------------------------------------------------------------------
 def sample_observables(system: System, log_psi, params, depth: float, cfg: EvalConfig, key, *,
                        checkpoint_dir=None, mesh=None,
-                       callback: Callable[[int, MCMCState, dict], Any] | None = None) -> xr.Dataset:
+                       callback: Callable[[int, MCMCState, dict], Any] | None = None,
+                       observables=None) -> xr.Dataset:
     """Sample |ψ(·; V)|² at one depth and return the evaluation dataset (module docstring).
 
     log_psi: a `qernel.hamiltonian.LogPsi` (e.g. `Wavefunction.log_psi`, or
@@ -435,26 +313,30 @@ def sample_observables(system: System, log_psi, params, depth: float, cfg: EvalC
     none); an existing newest checkpoint there is resumed. callback(t, state, stats): after
     every measurement step t (1-based) with the walkers (device arrays) and that step's
     estimators (a test hook; returning True stops the sampling early, as if killed).
-    The dataset has no provenance attrs (`evaluate_depth` adds them).
+    observables: the `qernel.observables.Observable`s to measure (default:
+    `qernel.observables.default_observables(system, cfg)`; the sampler's retry reads the
+    energy observable's n_nonfinite). The dataset has no provenance attrs (`evaluate_depth` adds them).
     """
     if isinstance(cfg, dict):
         cfg = EvalConfig.from_dict(cfg)
     dtype = cfg.dtype or "float32"
     with _dtype_context(dtype):
-        return _sample(system, log_psi, params, float(depth), cfg, dtype, key, checkpoint_dir, mesh, callback)
+        return _sample(system, log_psi, params, float(depth), cfg, dtype, key, checkpoint_dir, mesh, callback,
+                       observables)
 
 
-def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mesh, callback):
+def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mesh, callback, observables=None):
     jdtype = jnp.float64 if dtype == "float64" else jnp.float32
     mesh = parallel.make_mesh() if mesh is None else mesh
     n_dev = mesh.devices.size
     parallel.check_batch_size(cfg.batch_size, n_dev, 1, key="evaluate.batch_size")
     n_dev_all, kind = device_summary()
-    grids = make_grids(system, cfg)
+    observables = default_observables(system, cfg) if observables is None else tuple(observables)
+    specs = _series_specs(observables)
     n_steps, w, n_el = cfg.n_steps, cfg.batch_size, system.n_electrons
     log.info("sampling V = %.6g E_M: %d walkers × %d steps (%d samples), %d moves between measurements, "
-             "burn-in %d moves; %d k-vectors; %s; dtype %s; %d device(s) in the mesh: %s",
-             depth, w, n_steps, w * n_steps, cfg.mcmc_steps, cfg.burn_in, len(grids.kvectors),
+             "burn-in %d moves; observables %s; %s; dtype %s; %d device(s) in the mesh: %s",
+             depth, w, n_steps, w * n_steps, cfg.mcmc_steps, cfg.burn_in, ", ".join(o.name for o in observables),
              cfg.laplacian, dtype, n_dev, kind)
 
     params = jax.tree.map(lambda a: jnp.asarray(a).astype(jdtype)
@@ -463,9 +345,8 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
     k_init, k_burn, k_meas = (jax.random.fold_in(key, i) for i in range(3))
     cond = jnp.full((w, 1), depth, jdtype)
     state = init_walkers(k_init, system, cond, width=cfg.init_width, dtype=jdtype)
-    series = {name: _Series(n_steps, shape, cfg.max_series_elements) for name, shape in _series_shapes(grids).items()}
-    burn, measure = _compiled(system, log_psi, grids, cfg.laplacian, cfg.mcmc_steps, float(cfg.target_acceptance),
-                              cfg.max_vmap_batch_size)
+    series = {name: BlockSeries(n_steps, spec.shape, cfg.max_series_elements) for name, spec in specs.items()}
+    burn, measure = _compiled(system, log_psi, observables, cfg.mcmc_steps, float(cfg.target_acceptance))
 
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     start = None
@@ -516,7 +397,7 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
             return
         host = jax.device_get(pending)
         stacked = {k: np.stack([h[k] for h in host]) for k in host[0]}
-        for name, values in _split_stats(stacked).items():
+        for name, values in _split_stats(stacked, observables).items():
             series[name].add(t_end - len(host), values)
         pending.clear()
 
@@ -560,7 +441,7 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
     if stopped:
         raise SamplingInterrupted(t)
 
-    return _dataset(system, depth, cfg, dtype, grids, series, n_dev_all, kind)
+    return _dataset(system, depth, cfg, dtype, observables, series, specs, n_dev_all, kind)
 
 
 class SamplingInterrupted(RuntimeError):
@@ -577,46 +458,21 @@ def _place_walkers(state: MCMCState, mesh) -> MCMCState:
                        for f, a in zip(MCMCState._fields, state)))
 
 
-def _dataset(system, depth, cfg, dtype, grids: _Grids, series: dict, n_devices: int, kind: str) -> xr.Dataset:
+def _dataset(system, depth, cfg, dtype, observables, series: dict, specs: dict, n_devices: int,
+             kind: str) -> xr.Dataset:
     n_steps = cfg.n_steps
     sc = system.supercell
-    cx, cy = bin_centres(grids.cell_bins[0]), bin_centres(grids.cell_bins[1])
-    u, v = np.meshgrid(cx, cy, indexing="ij")
-    cart = np.stack([u, v], axis=-1) @ MOIRE_LATTICE
-    kvec = grids.k_array
-    coords = {"step": ("step", np.arange(1, n_steps + 1)), "x": cx, "y": cy,
-              "sx": bin_centres(grids.supercell_bins[0]), "sy": bin_centres(grids.supercell_bins[1]),
-              "cart_x": (("x", "y"), cart[..., 0]), "cart_y": (("x", "y"), cart[..., 1])}
-    if len(kvec):
-        coords.update(kx=("k", kvec[:, 0]), ky=("k", kvec[:, 1]), k_norm=("k", np.linalg.norm(kvec, axis=-1)))
-    if grids.pair_bins:
-        coords["r"] = grids.r
-    space = {"density": ("x", "y"), "supercell_density": ("sx", "sy"), "rho_k_abs2": ("k",),
-             "rho_k_real": ("k",), "rho_k_imag": ("k",), "pair_correlation": ("r",)}
-    info = {
-        "energy": ("E_M", "walker mean of the total local energy per electron, per step"),
-        "kinetic_energy": ("E_M", "walker mean of the kinetic local energy per electron, per step"),
-        "potential_energy": ("E_M", "walker mean of the moire potential energy per electron, per step"),
-        "interaction_energy": ("E_M", "walker mean of the interaction energy per electron "
-                                      "(Ewald, incl. Madelung), per step"),
-        "local_energy_variance": ("E_M^2", "variance over walkers of the total local energy of one "
-                                           "configuration, per step"),
-        "acceptance": ("1", "Metropolis acceptance of the moves before each measurement"),
-        "mcmc_width": ("a_M", "Metropolis proposal width"),
-        "density": ("a_M^-2", "walker mean of the folded one-body density histogram, per step"),
-        "supercell_density": ("a_M^-2", "walker mean of the supercell one-body density histogram, per step"),
-        "rho_k_abs2": ("1", "walker mean of |rho_k|^2 / N, per step"),
-        "rho_k_real": ("1", "walker mean of Re rho_k, rho_k = sum_i exp(-i k.r_i), per step"),
-        "rho_k_imag": ("1", "walker mean of Im rho_k, per step"),
-        "pair_correlation": ("1", "walker mean of the pair-correlation histogram estimator g(r), per step"),
-    }
+    coords = {"step": ("step", np.arange(1, n_steps + 1))}
+    for o in observables:
+        coords.update(o.coords())
     data = {}
     for name, s in series.items():
+        spec = specs[name]
         values = s.values()
         tdim = "step" if s.block == 1 else f"{name}_block"
-        attrs = {"units": info[name][0], "long_name": info[name][1], "steps_per_block": int(s.block)}
-        enc = np.float64 if name in _SCALAR_SERIES or dtype == "float64" else np.float32
-        data[name] = xr.Variable((tdim,) + space.get(name, ()), values.astype(enc), attrs)
+        attrs = {"units": spec.units, "long_name": spec.long_name, "steps_per_block": int(s.block)}
+        enc = np.float64 if spec.float64 or dtype == "float64" else np.float32
+        data[name] = xr.Variable((tdim,) + tuple(spec.dims), values.astype(enc), attrs)
         if s.block > 1:
             coords[tdim] = (tdim, 1 + s.block * np.arange(values.shape[0]))
             log.info("%s: %d steps stored as %d block averages of %d steps (max_series_elements %d)",
@@ -632,8 +488,10 @@ def _dataset(system, depth, cfg, dtype, grids: _Grids, series: dict, n_devices: 
         "n_walkers": int(cfg.batch_size), "n_steps": int(n_steps), "n_samples": int(cfg.batch_size * n_steps),
         "mcmc_steps": int(cfg.mcmc_steps), "burn_in": int(cfg.burn_in), "laplacian": cfg.laplacian, "dtype": dtype,
         "eval_config": json.dumps(cfg.to_dict(), sort_keys=True, default=str),
-        "n_devices": int(n_devices), "device_kind": kind, "pair_r_max": float(grids.pair_r_max),
+        "n_devices": int(n_devices), "device_kind": kind,
     }
+    for o in observables:
+        attrs.update(o.attrs())
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
