@@ -75,22 +75,17 @@ import numpy as np
 import xarray as xr
 
 from qernel import io as qio
-from qernel.observables import ordering_vector_mask
+from qernel.observables import ordering_vector_mask, phase_diagram_layouts
 
 ENERGY_VARIABLES = ("energy", "kinetic_energy", "potential_energy", "interaction_energy")
 SCALAR_VARIABLES = tuple(v for name in ENERGY_VARIABLES for v in (name, f"{name}_stderr")) + (
     "variance", "n_eff", "n_samples")
-#: Gridded variables by their dimensions (with stderr companions listed explicitly).
-GRIDDED_VARIABLES = {
-    ("x", "y"): ("density", "density_stderr"),
-    ("sx", "sy"): ("supercell_density", "supercell_density_stderr"),
-    ("k",): ("structure_factor", "structure_factor_stderr", "structure_factor_uncorrected",
-             "structure_factor_uncorrected_stderr", "rho_k_real", "rho_k_imag", "rho_k_stderr"),
-    ("r",): ("pair_correlation", "pair_correlation_stderr"),
-}
+#: Gridded variables by their dimensions (with stderr companions listed explicitly): each
+#: observable declares its own (`qernel.observables.PhaseDiagramLayout`).
+GRIDDED_VARIABLES = {dims: layout.variables for dims, layout in phase_diagram_layouts().items()}
 #: Coordinates that must agree between depths, per dimension set.
-_GRID_COORDS = {("x", "y"): ("x", "y"), ("sx", "sy"): ("sx", "sy"), ("k",): ("kx", "ky"), ("r",): ("r",)}
-_EXTRA_COORDS = {("x", "y"): ("cart_x", "cart_y"), ("k",): ("k_norm",)}
+_GRID_COORDS = {dims: layout.grid_coords for dims, layout in phase_diagram_layouts().items()}
+_EXTRA_COORDS = {dims: layout.extra_coords for dims, layout in phase_diagram_layouts().items() if layout.extra_coords}
 #: Global attrs that belong to one depth or one process, not carried into the phase diagram.
 _PER_FILE_ATTRS = ("depth", "depth_meV", "date_created", "qernel_version", "git_commit")
 TRANSITIONS = ("transition_depth_interaction", "transition_depth_structure_factor")

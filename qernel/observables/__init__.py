@@ -26,8 +26,8 @@ The `*Accumulator` classes take positions in memory (`update(x)`, `result()`; me
 grow with the chain length); the evaluation uses the observables' jitted estimators instead.
 """
 
-from qernel.observables.base import (MAX_CHUNK_ELEMENTS, BlockSeries, Observable, ObservableBase, SeriesSpec,
-                                     step_series)
+from qernel.observables.base import (MAX_CHUNK_ELEMENTS, BlockSeries, Observable, ObservableBase, PhaseDiagramLayout,
+                                     SeriesSpec, step_series)
 from qernel.observables.compute import compute_observables, merge_parts, observables_dataset
 from qernel.observables.density import (DEFAULT_CELL_BINS, DensityAccumulator, DensityResult, FoldedDensity,
                                         cell_coords)
@@ -35,20 +35,21 @@ from qernel.observables.energy import EnergyAccumulator, EnergyComponents, Energ
 from qernel.observables.grids import MOIRE_CELL_AREA, bin_centres, moire_fractional, supercell_fractional
 from qernel.observables.pair_correlation import (PairCorrelation, PairCorrelationAccumulator, PairCorrelationResult,
                                                  pair_r_limit)
-from qernel.observables.registry import OBSERVABLE_TYPES, default_observables, from_evaluation
+from qernel.observables.registry import OBSERVABLE_TYPES, default_observables, from_evaluation, phase_diagram_layouts
 from qernel.observables.structure_factor import (DEFAULT_K_SHELLS, K_POINT_NORM, StructureFactor,
                                                  StructureFactorAccumulator, StructureFactorResult, default_kvectors,
                                                  ordering_vector_mask, rho_k)
 from qernel.observables.supercell_density import SupercellDensity, default_supercell_bins
 
 __all__ = [
-    "MAX_CHUNK_ELEMENTS", "BlockSeries", "Observable", "ObservableBase", "SeriesSpec", "step_series",
+    "MAX_CHUNK_ELEMENTS", "BlockSeries", "Observable", "ObservableBase", "PhaseDiagramLayout", "SeriesSpec",
+    "step_series",
     "compute_observables", "merge_parts", "observables_dataset",
     "DEFAULT_CELL_BINS", "DensityAccumulator", "DensityResult", "FoldedDensity", "cell_coords",
     "EnergyAccumulator", "EnergyComponents", "EnergyResult",
     "MOIRE_CELL_AREA", "bin_centres", "moire_fractional", "supercell_fractional",
     "PairCorrelation", "PairCorrelationAccumulator", "PairCorrelationResult", "pair_r_limit",
-    "OBSERVABLE_TYPES", "default_observables", "from_evaluation",
+    "OBSERVABLE_TYPES", "default_observables", "from_evaluation", "phase_diagram_layouts",
     "DEFAULT_K_SHELLS", "K_POINT_NORM", "StructureFactor", "StructureFactorAccumulator", "StructureFactorResult",
     "default_kvectors", "ordering_vector_mask", "rho_k",
     "SupercellDensity", "default_supercell_bins",

@@ -9,7 +9,8 @@ An observable owns its whole life (jaqmc's evaluate → reduce → finalize):
    units, long_name), `split(stats)`: host stats of B steps → those series (B, *shape),
    `coords()` and `attrs()`: its evaluation.nc coordinates and global attrs;
 4. `reduce(ev, criterion)`: its part of observables.nc from the series in evaluation.nc
-   `ev`, with reblocked error bars (`qernel.stats`);
+   `ev`, with reblocked error bars (`qernel.stats`); `phase_diagram`: how `qernel.aggregate`
+   stacks its gridded variables along V (`PhaseDiagramLayout`);
 5. constructors `from_config(system, cfg)` (the evaluation: an `EvalConfig`-like object) and
    `from_evaluation(ev)` (the same grid read back from evaluation.nc); both return None when
    the observable is not measured (e.g. no k-vectors).
@@ -49,11 +50,27 @@ class SeriesSpec:
     float64: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class PhaseDiagramLayout:
+    """How `qernel.aggregate` stacks an observable's gridded observables.nc variables along V.
+
+    dims: their grid dimensions; variables: the names (with their `_stderr` companions);
+    grid_coords: coords that must agree between depths; extra_coords: coords carried along.
+    """
+
+    dims: tuple
+    variables: tuple
+    grid_coords: tuple
+    extra_coords: tuple = ()
+
+
 @runtime_checkable
 class Observable(Protocol):
     """An observable of the evaluation: grid, per-step estimator, series, reduction (module docstring)."""
 
     name: ClassVar[str]
+    #: its gridded observables.nc variables in phase_diagram.nc (None: none, or scalars).
+    phase_diagram: ClassVar[PhaseDiagramLayout | None]
 
     def estimator(self, log_psi) -> Estimator: ...
 
@@ -72,6 +89,7 @@ class ObservableBase:
     """Defaults for an `Observable`: series keyed like the estimator's output, no coords or attrs."""
 
     name: ClassVar[str] = ""
+    phase_diagram: ClassVar[PhaseDiagramLayout | None] = None
 
     def series(self) -> dict[str, SeriesSpec]:
         return {}

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from qernel.lattice import MOIRE_LATTICE, MOIRE_RECIPROCAL, Supercell
-from qernel.observables.base import ObservableBase, SeriesSpec, as_steps, step_series
+from qernel.observables.base import ObservableBase, PhaseDiagramLayout, SeriesSpec, as_steps, step_series
 from qernel.observables.grids import (MOIRE_CELL_AREA, bin_centres, bins_from_coords, histogram, histogram_steps,
                                       moire_fractional, supercell_fractional)
 from qernel.observables.supercell_density import default_supercell_bins
@@ -136,6 +136,8 @@ class FoldedDensity(ObservableBase):
     n_cells: int
     n_electrons: int
     name: ClassVar[str] = "density"
+    phase_diagram: ClassVar = PhaseDiagramLayout(("x", "y"), ("density", "density_stderr"), ("x", "y"),
+                                                 ("cart_x", "cart_y"))
 
     @classmethod
     def from_config(cls, system, cfg) -> "FoldedDensity":

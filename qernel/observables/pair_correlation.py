@@ -18,7 +18,8 @@ import xarray as xr
 
 from qernel import parallel
 from qernel.lattice import Supercell
-from qernel.observables.base import MAX_CHUNK_ELEMENTS, ObservableBase, SeriesSpec, as_steps, step_series
+from qernel.observables.base import (MAX_CHUNK_ELEMENTS, ObservableBase, PhaseDiagramLayout, SeriesSpec, as_steps,
+                                     step_series)
 from qernel.stats import Reblocker
 
 
@@ -132,6 +133,7 @@ class PairCorrelation(ObservableBase):
     n_bins: int
     r_max: float
     name: ClassVar[str] = "pair_correlation"
+    phase_diagram: ClassVar = PhaseDiagramLayout(("r",), ("pair_correlation", "pair_correlation_stderr"), ("r",))
 
     @property
     def r(self) -> np.ndarray:

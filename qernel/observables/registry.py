@@ -38,6 +38,12 @@ def from_evaluation(ev: xr.Dataset) -> tuple:
     return tuple(o for cls in OBSERVABLE_TYPES if (o := cls.from_evaluation(ev)) is not None)
 
 
+def phase_diagram_layouts() -> dict:
+    """{grid dims: `PhaseDiagramLayout`} of the registered observables with gridded variables,
+    in registration order (what `qernel.aggregate` stacks along V)."""
+    return {cls.phase_diagram.dims: cls.phase_diagram for cls in OBSERVABLE_TYPES if cls.phase_diagram is not None}
+
+
 def supercell_of(ev: xr.Dataset) -> Supercell:
     """The supercell of an evaluation.nc dataset (its JSON attr `supercell`, rows of S)."""
     return Supercell(tuple(tuple(int(v) for v in row) for row in json.loads(ev.attrs["supercell"])))

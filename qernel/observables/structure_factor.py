@@ -20,7 +20,8 @@ import numpy as np
 import xarray as xr
 
 from qernel.lattice import MOIRE_LATTICE, MOIRE_RECIPROCAL, Supercell
-from qernel.observables.base import MAX_CHUNK_ELEMENTS, ObservableBase, SeriesSpec, as_steps, step_series
+from qernel.observables.base import (MAX_CHUNK_ELEMENTS, ObservableBase, PhaseDiagramLayout, SeriesSpec, as_steps,
+                                     step_series)
 from qernel.stats import Reblocker
 
 #: Default structure-factor cutoff in units of |b| = 4π/√3: |k| <= 2|b| keeps the first three
@@ -178,6 +179,10 @@ class StructureFactor(ObservableBase):
     kvectors: tuple
     n_electrons: int
     name: ClassVar[str] = "structure_factor"
+    phase_diagram: ClassVar = PhaseDiagramLayout(
+        ("k",), ("structure_factor", "structure_factor_stderr", "structure_factor_uncorrected",
+                 "structure_factor_uncorrected_stderr", "rho_k_real", "rho_k_imag", "rho_k_stderr"),
+        ("kx", "ky"), ("k_norm",))
 
     @property
     def k_array(self) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from qernel.lattice import Supercell
-from qernel.observables.base import ObservableBase, SeriesSpec, step_series
+from qernel.observables.base import ObservableBase, PhaseDiagramLayout, SeriesSpec, step_series
 from qernel.observables.grids import bin_centres, bins_from_coords, histogram
 from qernel.stats import Reblocker
 
@@ -34,6 +34,8 @@ class SupercellDensity(ObservableBase):
     supercell: Supercell
     bins: tuple
     name: ClassVar[str] = "supercell_density"
+    phase_diagram: ClassVar = PhaseDiagramLayout(("sx", "sy"), ("supercell_density", "supercell_density_stderr"),
+                                                 ("sx", "sy"))
 
     @classmethod
     def from_config(cls, system, cfg) -> "SupercellDensity":
