@@ -14,7 +14,8 @@ Steps of `evaluate_depth`:
    train.log in `<out stem>_checkpoints/finetune/` beside the output, so a killed job resumes;
 3. `sample_observables`: Metropolis–Hastings burn-in (the proposal width adapts), then
    T = ceil(samples / batch_size) measurement steps, each after `mcmc_steps` moves of all
-   walkers with the width frozen. One jitted function does the moves and every estimator of a
+   walkers with the width frozen. One jitted function does the moves and the estimator of
+   every observable (`qernel.observables`, default `default_observables(system, cfg)`) of a
    step, vectorised over walkers and electrons. Sampling checkpoints (walkers + series so far)
    are written about every 10 % in `<out stem>_checkpoints/sampling/`; a rerun resumes from the
    newest and gives the same chain (the key of step t is fold_in(key, t)); they are removed
@@ -29,6 +30,9 @@ independent chains; the steps are correlated).
 
 evaluation.nc
 -------------
+Each observable of `qernel.observables` declares its series, coords and attrs (`series()`,
+`coords()`, `attrs()`); acceptance and mcmc_width are the sampler's. With the default observables:
+
 Dimensions: step (T), x, y (folded density grid), sx, sy (supercell density grid), k (K
 supercell reciprocal vectors, 0 < |k| <= structure_factor_shells · 4π/√3), r (pair-distance
 bins; absent when pair_correlation_bins = 0).
@@ -41,7 +45,7 @@ bins; absent when pair_correlation_bins = 0).
     acceptance (step)              Metropolis acceptance of the step's moves
     mcmc_width (step)              proposal width (a_M; frozen after burn-in)
     density (step, x, y)           walker mean of the folded histogram density (a_M⁻²; the
-                                   estimator of `qernel.observables.DensityAccumulator`)
+                                   estimator of `qernel.observables.density`)
     supercell_density (T', sx, sy) the same on the supercell grid
     rho_k_abs2 (T', k)             walker mean of |ρ_k|²/N, ρ_k = Σ_i exp(−i k·r_i)
     rho_k_real, rho_k_imag (T', k) walker means of Re ρ_k, Im ρ_k
