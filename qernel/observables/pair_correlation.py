@@ -81,8 +81,7 @@ class PairCorrelationAccumulator:
 
     def __init__(self, supercell: Supercell, n_bins: int = 50, r_max: float | None = None):
         self.supercell = supercell
-        limit = 0.5 * float(np.min(np.linalg.norm(supercell.lattice_vectors(
-            2.0 * np.max(np.linalg.norm(supercell.lattice, axis=-1)), include_origin=False), axis=-1)))
+        limit = pair_r_limit(supercell)
         self.r_max = limit if r_max is None else float(r_max)
         if not 0 < self.r_max <= limit * (1 + 1e-12):
             raise ValueError(f"r_max must be in (0, {limit:.6g}] (half the shortest supercell vector), got {r_max}")
