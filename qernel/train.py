@@ -49,7 +49,8 @@ from jax.flatten_util import ravel_pytree
 from qernel import checkpoint, parallel
 from qernel.io import provenance_attrs, write_netcdf
 from qernel.groups import group_stats
-from qernel.loss import centred_local_energies, make_energy_loss, make_local_energy
+from qernel.hamiltonian import make_complex_local_energy
+from qernel.loss import centred_local_energies, make_energy_loss
 from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
 from qernel.optim import (
     OPTIMIZERS,
@@ -242,7 +243,7 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
     """
     log_psi = wf.log_psi
     mcmc = make_mcmc_step(log_psi, system, cfg.mcmc_steps, cfg.target_acceptance)
-    local_energy = parallel.map_walkers(make_local_energy(system, log_psi, cfg.laplacian), cfg.max_vmap_batch_size)
+    local_energy = parallel.map_walkers(make_complex_local_energy(system, log_psi, cfg.laplacian), cfg.max_vmap_batch_size)
     energy_loss = make_energy_loss(log_psi, n_groups, cfg.clip_mad)
     schedule = learning_rate_schedule(cfg.lr, cfg.lr_decay_steps)
     adam = make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap) if cfg.optimizer == "adam" else None
