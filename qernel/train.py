@@ -452,9 +452,10 @@ def _default_attrs(system: System, cfg: TrainConfig, depths) -> dict:
 
 # -- the stages of a run -------------------------------------------------------------------------------
 
-#: A step that fails every retry rolls the run back to its last checkpoint at most this many
-#: times (in one run, counted across resumes), each time with the learning rate times
-#: ROLLBACK_LR_FACTOR for the replayed steps and the rest of the run; then the run stops.
+#: A step that fails every retry rolls the run back at most this many times (counted across
+#: resumes): rollback r to the r-th newest checkpoint, with the learning rate (and the step cap
+#: max_update_norm, when on) times ROLLBACK_LR_FACTOR**r for the replayed steps and the rest of
+#: the run; then the run stops.
 MAX_ROLLBACKS = 3
 ROLLBACK_LR_FACTOR = 0.5
 
@@ -553,7 +554,7 @@ class Fit:
 
 
 def fit(state: TrainState, history: dict, system: System, wf, depths, cfg: TrainConfig, key, mesh, *,
-        is_complex: bool, save: Callable[[Any, dict, dict], None], log: RunLog, lr_scale: float = 1.0,
+        is_complex: bool, save: Callable[[Any, dict, dict], None], ckpt_dir: Path, log: RunLog, lr_scale: float = 1.0,
         rollbacks: int = 0, callback: Callable[[int, dict], None] | None = None,
         fault_injector: Callable[[int, int], Any] | None = None, bar=None) -> Fit:
     """Optimise from `state` (on the mesh, at a checkpoint: step 0 or a resumed one) to cfg.steps.
@@ -562,17 +563,21 @@ def fit(state: TrainState, history: dict, system: System, wf, depths, cfg: Train
     does not depend on where a run was interrupted. A step whose local energies or update are
     non-finite is redone from the same state with the next attempt's key, at most cfg.max_retries
     times (`qernel.vmc.run_with_retries`). If every attempt fails, the parameters themselves are
-    likely broken by an earlier accepted update (e.g. a learning rate far too large): the run
-    rolls back to its last checkpoint (in memory, the state and history that were saved) and
-    replays from there with the learning rate × ROLLBACK_LR_FACTOR (for the rest of the run; the
-    scale is saved in the checkpoints and the learning_rate history shows it), at most
-    MAX_ROLLBACKS times in all; then it raises TrainingDiverged (a FloatingPointError) naming the
-    step, the depths with non-finite energies, the retries and the rollbacks, with the good
-    history.
+    likely broken by an earlier accepted update (e.g. a learning rate far too large), so redrawing
+    the random numbers cannot help: the run rolls back. Rollback r (r = 1, 2, ...) restores the
+    r-th newest checkpoint in ckpt_dir (the newest may already hold the broken parameters; the
+    oldest, step 0, if there are fewer), deletes the checkpoints after it (they belong to the
+    abandoned trajectory, so a resume cannot pick them up), and replays from there with the
+    learning rate × ROLLBACK_LR_FACTOR**r for the rest of the run, the step cap max_update_norm
+    too when it is on (a capped step would not shrink with the rate alone; the scale and the count are
+    saved in the checkpoints' meta, so a resumed run keeps them; the learning_rate history shows
+    the rate used). After MAX_ROLLBACKS rollbacks the next failure raises TrainingDiverged (a
+    FloatingPointError) naming the step, the depths with non-finite energies, the retries and the
+    rollbacks, carrying the good history.
 
     save(host_state, history, meta): writes a checkpoint (every cfg.checkpoint_every steps and at
-    the end); meta holds lr_scale and rollbacks. history: the run's history so far (appended
-    to). callback(step, record) after every accepted step; fault_injector(step, attempt) -> depth
+    the end) into ckpt_dir; meta holds lr_scale and rollbacks. history: the run's history so far
+    (appended to). callback(step, record) after every accepted step; fault_injector(step, attempt) -> depth
     indices whose local energies are set to NaN (a test hook); bar: a tqdm bar or None (then plain
     log lines every cfg.log_every steps).
     """
@@ -581,7 +586,6 @@ def fit(state: TrainState, history: dict, system: System, wf, depths, cfg: Train
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     rep = parallel.replicated(mesh)
     step_fn = _jit_train_step(system, wf, _step_key(_scaled(cfg, lr_scale)), n_depths, is_complex, mesh)
-    snapshot = (parallel.to_host(state), _copy_history(history))  # the last checkpoint
     last = None
     t = int(jax.device_get(state.step)) + 1
     while t <= cfg.steps:
@@ -614,15 +618,22 @@ def fit(state: TrainState, history: dict, system: System, wf, depths, cfg: Train
                 raise TrainingDiverged(
                     f"training stopped at step {t}: {err.reason} in {err.attempts} attempts "
                     f"(max_retries = {cfg.max_retries}), after {rollbacks} rollback(s) to the last checkpoint "
-                    f"with the learning rate × {lr_scale:g} (at most {MAX_ROLLBACKS})", history) from None
+                    f"with the learning rate and step cap × {lr_scale:g} (at most {MAX_ROLLBACKS})", history) from None
+            saved = [(s, p) for s, p in checkpoint.list_checkpoints(ckpt_dir) if s < t and checkpoint.verify(p)]
+            if not saved:
+                raise TrainingDiverged(f"training stopped at step {t}: {err.reason} in {err.attempts} attempts "
+                                       f"and no checkpoint to roll back to in {ckpt_dir}", history) from None
             rollbacks += 1
             lr_scale *= ROLLBACK_LR_FACTOR
-            host, saved_history = snapshot
-            state = parallel.place(jax.tree.map(jnp.asarray, host), mesh, WALKER_AXES)
-            history = _copy_history(saved_history)
-            back = int(host.step)
+            back, path = saved[min(rollbacks, len(saved)) - 1]  # newest first: go back further each time
+            raw = checkpoint.load(path)
+            state = parallel.place(jax.tree.map(jnp.asarray, _restore(state, raw["state"])), mesh, WALKER_AXES)
+            history = {k: np.asarray(v) for k, v in raw["history"].items()}
+            for s, p in saved:
+                if s > back:
+                    p.unlink(missing_ok=True)  # the abandoned trajectory's checkpoints
             log(f"step {t}: {err.reason} in {err.attempts} attempts: rolling back to the checkpoint at step {back} "
-                f"with the learning rate × {lr_scale:g} (rollback {rollbacks} of at most {MAX_ROLLBACKS})", echo=True)
+                f"with the learning rate and step cap × {lr_scale:g} (rollback {rollbacks} of at most {MAX_ROLLBACKS})", echo=True)
             step_fn = _jit_train_step(system, wf, _step_key(_scaled(cfg, lr_scale)), n_depths, is_complex, mesh)
             if bar is not None:
                 bar.n = back
@@ -655,9 +666,7 @@ def fit(state: TrainState, history: dict, system: System, wf, depths, cfg: Train
         if cfg.depth_weighting == "variance" and t % cfg.reweight_every == 0 and n_depths > 1:
             state = _reweight(state, depths, cfg, mesh, dtype, log, t)
         if t % cfg.checkpoint_every == 0 or t == cfg.steps:
-            host = parallel.to_host(state)
-            save(host, history, {"lr_scale": lr_scale, "rollbacks": rollbacks})
-            snapshot = (host, _copy_history(history))
+            save(parallel.to_host(state), history, {"lr_scale": lr_scale, "rollbacks": rollbacks})
         if callback is not None:
             callback(t, record)
         t += 1
@@ -735,7 +744,7 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
         history = {k: np.asarray(v) for k, v in raw["history"].items()}
         lr_scale, rollbacks = float(meta.get("lr_scale", 1.0)), int(meta.get("rollbacks", 0))
         log(f"resumed from {resume.name} at step {int(state.step)}"
-            + (f" (learning rate × {lr_scale:g} after {rollbacks} rollback(s))" if rollbacks else ""))
+            + (f" (learning rate and step cap × {lr_scale:g} after {rollbacks} rollback(s))" if rollbacks else ""))
     else:
         state = template
     state = parallel.place(state, mesh, WALKER_AXES)
@@ -770,7 +779,7 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
         bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True, file=sys.stderr)
     try:
         result = fit(state, history, system, wf, depths, cfg, keys.train, mesh, is_complex=bool(is_complex),
-                     save=save, log=log, lr_scale=lr_scale, rollbacks=rollbacks, callback=callback,
+                     save=save, ckpt_dir=ckpt_dir, log=log, lr_scale=lr_scale, rollbacks=rollbacks, callback=callback,
                      fault_injector=fault_injector, bar=bar)
     except TrainingDiverged as err:
         write_netcdf(_dataset(err.history, depths, system, cfg), out_dir / "train.nc", attrs)  # the good history
@@ -884,12 +893,12 @@ def _model_facts(wf, params, n_electrons: int, depth0: float, dtype) -> tuple[bo
 
 
 def _scaled(cfg: TrainConfig, lr_scale: float) -> TrainConfig:
-    """cfg with its learning rate times lr_scale (cfg itself when the scale is 1)."""
-    return cfg if lr_scale == 1.0 else dataclasses.replace(cfg, learning_rate=cfg.lr * lr_scale)
-
-
-def _copy_history(history: dict) -> dict:
-    return {k: np.array(v, copy=True) for k, v in history.items()}
+    """cfg with its step made lr_scale times smaller: the learning rate and, when it is on, the step
+    cap max_update_norm (a capped step would not shrink with the rate alone); cfg itself at scale 1."""
+    if lr_scale == 1.0:
+        return cfg
+    cap = cfg.update_cap * lr_scale if cfg.update_cap > 0 else cfg.max_update_norm
+    return dataclasses.replace(cfg, learning_rate=cfg.lr * lr_scale, max_update_norm=cap)
 
 
 def _plain(obj):
