@@ -106,7 +106,6 @@ from qernel.vmc import (
     cast_floats,
     jit_mcmc_step,
     recorded_dtype,
-    recorded_train_config,
     run_with_retries,
 )
 

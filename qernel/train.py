@@ -2,12 +2,36 @@
 
     cfg = TrainConfig.from_dict(sweep["pretrain"])
     result = run_training(system, wf, depths, cfg, out_dir, seed=0, attrs=provenance)
+    params, options = finetune(system, wf, params, depth, eval_cfg, metadata, out_dir)  # one depth
+
+A run in stages, each a plain function of explicit state (`TrainState`; keys from `train_keys`):
+
+    state = init_state(system, wf, depths, cfg, keys, params=None)    # params=: start from given ones
+    state, losses = pretrain_orbitals(state, targets, system, wf, cfg, keys.pretrain, mesh)
+    state = burn_in(state, system, wf, cfg, keys.burn_in)
+    result = fit(state, history, system, wf, depths, cfg, keys.train, mesh, ...)
+
+`run_training` composes them with checkpoints and outputs; the orbital targets are an argument
+(`qernel.pretrain.TargetOrbitals`: the bands orbitals of `make_targets` by default). Fine-tuning
+(`finetune`) is `run_training` at one depth from the loaded parameters; `qernel.evaluate`
+receives it as an argument and does not import this module.
 
 One step (one jitted function, state donated): a Metropolis–Hastings block for every walker at its
 own depth; local energies; the per-depth unbiased gradient with clipped energies (qernel.loss);
 a SPRING/MinSR natural-gradient step or Adam (qernel.optim) plus the MoE load-balancing term;
 a NaN/inf guard that keeps the previous state inside the jitted step when anything is
 non-finite, so the host can retry from the last good state with another random key.
+
+Non-finite steps (policy): a rejected step is redone from the same state with the next
+attempt's random numbers, at most `max_retries` times (`qernel.vmc.run_with_retries`). If every
+attempt fails, the parameters are broken (an earlier accepted update went too far; new random
+numbers cannot help): the run rolls back to the newest checkpoint before the step (rollback r:
+the r-th newest, so a checkpoint already holding broken parameters is passed over), deletes the
+checkpoints after it, and replays with the learning rate and the step cap `max_update_norm`
+(when on) × 0.5^r (ROLLBACK_LR_FACTOR) for the rest of the run, recorded in train.log, in the
+checkpoints (a resume keeps it) and in the learning_rate history. After MAX_ROLLBACKS = 3
+rollbacks the next failure stops the run with a one-line FloatingPointError naming the step, the
+depths with non-finite energies, the retries and the rollbacks; train.nc keeps the good steps.
 
 The batch of `batch_size` walkers is split across the D depths: walker w starts in group w mod D
 (uniform split, independent of the device count). With depth_weighting "variance" the split is
@@ -115,7 +139,7 @@ class TrainConfig:
     most this many walkers at once (all devices together; 0 = all at once); smaller bounds
     memory (qernel.parallel.map_walkers).
     max_retries: a step with non-finite energies or update is retried with new random numbers
-    up to this many times before the run stops. log_every: steps between plain log lines on
+    up to this many times before the run rolls back to a checkpoint (module docstring). log_every: steps between plain log lines on
     stdout (train.log gets every step).
     """
 
