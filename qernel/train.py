@@ -6,7 +6,8 @@
 
 A run in stages, each a plain function of explicit state (`TrainState`; keys from `train_keys`):
 
-    state = init_state(system, wf, depths, cfg, keys, params=None)    # params=: start from given ones
+    params = start_params(wf, cfg, keys, params=None)                # params=: start from given ones
+    state = init_state(system, depths, cfg, keys, params, opt_state)   # opt_state: the optimiser's init
     state, losses = pretrain_orbitals(state, targets, system, wf, cfg, keys.pretrain, mesh)
     state = burn_in(state, system, wf, cfg, keys.burn_in)
     result = fit(state, history, system, wf, depths, cfg, keys.train, mesh, ...)
@@ -502,24 +503,29 @@ def train_keys(seed: int) -> TrainKeys:
     return TrainKeys(*(jax.random.fold_in(root, i) for i in range(1, 6)))
 
 
-def init_state(system: System, wf, depths, cfg: TrainConfig, keys: TrainKeys, *, params=None) -> TrainState:
-    """The state before the first update (host-independent device arrays, not yet on a mesh).
+def start_params(wf, cfg: TrainConfig, keys: TrainKeys, params=None):
+    """The parameters a run starts from: `params` when given (fine-tuning: a trained model's,
+    copied, so the donated training state never aliases the caller's arrays), else
+    wf.init(keys.params); floating leaves cast to cfg.dtype."""
+    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    return cast_floats(wf.init(keys.params) if params is None else jax.tree.map(jnp.array, params), dtype)
 
-    params: the starting parameters (fine-tuning: a trained model's, copied); None: wf.init(keys.params).
-    Floating parameters are cast to cfg.dtype. The optimiser state is fresh; walker w of
-    cfg.batch_size starts at depth w mod D, uniform in the supercell (keys.walkers), with
-    proposal width cfg.init_width (a_M); step 0; the variance EMA (D,) zero.
+
+def init_state(system: System, depths, cfg: TrainConfig, keys: TrainKeys, params, opt_state) -> TrainState:
+    """The state before the first update (device arrays, not yet placed on a mesh).
+
+    params: the starting parameters (`start_params`); opt_state: the optimiser's fresh state for
+    them. Walker w of cfg.batch_size starts at depth w mod D (depths (D,), E_M), uniform in the
+    supercell (keys.walkers), with proposal width cfg.init_width (a_M); step 0; the variance
+    EMA (D,) zero.
     """
     depths = np.atleast_1d(np.asarray(depths, float))
     n_depths = len(depths)
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
-    start = wf.init(keys.params) if params is None else jax.tree.map(jnp.array, params)
-    params0 = cast_floats(start, dtype)
-    opt0 = sr_init(params0) if cfg.optimizer == "sr" else make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap).init(params0)
     group0 = np.arange(cfg.batch_size) % n_depths
     cond0 = jnp.asarray(depths[group0][:, None], dtype)
     walkers0 = init_walkers(keys.walkers, system, cond0, group0, n_depths, cfg.init_width, dtype=dtype)
-    return TrainState(params0, opt0, walkers0, jnp.zeros((), jnp.int32), jnp.zeros(n_depths, dtype))
+    return TrainState(params, opt_state, walkers0, jnp.zeros((), jnp.int32), jnp.zeros(n_depths, dtype))
 
 
 def pretrain_orbitals(state: TrainState, targets: TargetOrbitals, system: System, wf, cfg: TrainConfig, key,
@@ -705,7 +711,7 @@ def run_training(system: System, wf, depths, cfg: TrainConfig, out_dir, seed: in
                  targets: TargetOrbitals | None = None) -> TrainResult:
     """Train `wf` on all `depths` (E_M) at once; resume from out_dir/checkpoints if there are any.
 
-    The stages: `init_state` → `pretrain_orbitals` (if cfg.pretrain_steps > 0 and wf has
+    The stages: `start_params` and `init_state` → `pretrain_orbitals` (if cfg.pretrain_steps > 0 and wf has
     orbitals) → `burn_in` → checkpoint at step 0 → `fit`; then train.nc and model.msgpack.
     wf: an object with init(key), log_psi(params, x, cond), apply(params, x, cond) -> (phase,
     logabs, aux) and orbitals(params, x, cond) (qernel.model.Wavefunction). attrs: global attrs of
@@ -744,8 +750,10 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
     n_el = system.n_electrons
 
     keys = train_keys(seed)
-    template = init_state(system, wf, depths, cfg, keys, params=init_params)
-    is_complex, usage_shape = _model_facts(wf, template.params, n_el, float(depths[0]), dtype)
+    params0 = start_params(wf, cfg, keys, init_params)
+    is_complex, usage_shape = _model_facts(wf, params0, n_el, float(depths[0]), dtype)
+    opt0 = sr_init(params0) if cfg.optimizer == "sr" else make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap).init(params0)
+    template = init_state(system, depths, cfg, keys, params0, opt0)
     log(f"devices: {n_dev} × {jax.devices()[0].platform} ({jax.devices()[0].device_kind}); "
         f"depths {[round(float(v), 6) for v in depths]}; batch {cfg.batch_size}; {cfg.optimizer}; dtype {cfg.dtype}; "
         f"N = {n_el}; complex ψ: {bool(is_complex)}")

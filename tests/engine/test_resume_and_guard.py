@@ -110,9 +110,13 @@ def test_a_poisoned_step_is_retried(pair_system, wf, reference, tmp_path):
     assert "step 2: attempt 1 rejected: non-finite local energies at depth(s) V = [1.5]" in log
 
 
-def test_repeated_failure_stops_naming_step_and_depth(pair_system, wf, tmp_path):
+def test_repeated_failure_stops_naming_step_and_depth(pair_system, wf, tmp_path, monkeypatch):
+    import qernel.train as train
+
+    monkeypatch.setattr(train, "MAX_ROLLBACKS", 1)  # each rollback compiles a step with a smaller rate
     always = lambda step, attempt: [1] if step == 2 else None
-    with pytest.raises(FloatingPointError, match=r"step 2: non-finite local energies at depth\(s\) V = \[1.5\]"):
+    with pytest.raises(FloatingPointError, match=r"step 2: non-finite local energies at depth\(s\) V = \[1.5\] E_M "
+                                                 r"in 4 attempts \(max_retries = 3\), after 1 rollback\(s\)"):
         run_training(pair_system, wf, DEPTHS, CFG, tmp_path, seed=3, fault_injector=always)
     ds = xr.open_dataset(tmp_path / "train.nc")
     assert list(ds.step.values) == [1]  # the good history is kept
