@@ -102,6 +102,7 @@ from qernel.observables import (
 from qernel.stats import reblock
 from qernel.system import System
 from qernel.vmc import (
+    DTYPES,
     RetriesExhausted,
     cast_floats,
     jit_mcmc_step,
@@ -111,7 +112,6 @@ from qernel.vmc import (
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "float64")
 #: Bound on the elements of the largest intermediate array of one estimator call (walkers ×
 #: electrons × k-vectors, or walkers × pairs × images): larger work is done in chunks.
 MAX_CHUNK_ELEMENTS = 2**24
@@ -522,9 +522,12 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
             log.warning("V = %g E_M, measurement step %d: %s; redoing the step with new random numbers "
                         "(attempt %d)", depth, t, why, a + 2)
 
+        def attempt(key_a, a, state=state):
+            return measure(params, state, key_a)
+
         try:
-            (state, stats), _ = run_with_retries(lambda key_a, _a: measure(params, state, key_a),
-                                                 jax.random.fold_in(k_meas, t), _nonfinite, MAX_RETRIES, on_reject)
+            (state, stats), _ = run_with_retries(attempt, jax.random.fold_in(k_meas, t), _nonfinite, MAX_RETRIES,
+                                                 on_reject)
         except RetriesExhausted as err:
             raise FloatingPointError(f"evaluation at depth V = {depth:g} E_M stopped at measurement step {t}: "
                                      f"non-finite local energies in {err.attempts} attempts (last: {err.reason}, "

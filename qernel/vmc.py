@@ -30,6 +30,7 @@ from qernel.system import System
 
 T = TypeVar("T")
 
+#: The working precisions of the engine.
 DTYPES = ("float32", "float64")
 
 
@@ -91,11 +92,6 @@ def cast_floats(tree, dtype):
         a = jnp.asarray(a)
         return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
     return jax.tree.map(cast, tree)
-
-
-def jax_dtype(name: str):
-    """jnp.float64 for "float64", else jnp.float32."""
-    return jnp.float64 if name == "float64" else jnp.float32
 
 
 @functools.lru_cache(maxsize=8)
