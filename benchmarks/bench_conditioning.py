@@ -41,7 +41,7 @@ from qernel.lattice import Supercell
 from qernel.model import make_wavefunction
 from qernel.stats import reblock
 from qernel.system import System
-from qernel import train
+from qernel import train, vmc
 from qernel.train import TrainConfig, run_training
 
 
@@ -68,7 +68,7 @@ def steps_to_reach(series: np.ndarray, target: float, window: int) -> float:
 def timed_run(system, wf, depths, cfg, out_dir, seed):
     """run_training from a cold start (compiled-function caches cleared, as in a fresh job)."""
     jax.clear_caches()
-    for cached in (train._jit_train_step, train._jit_mcmc, train._jit_pretrain):
+    for cached in (train._jit_train_step, vmc.jit_mcmc_step, train._jit_pretrain):
         cached.cache_clear()
     t0 = time.perf_counter()
     res = run_training(system, wf, depths, cfg, out_dir, seed=seed, progress=False)

@@ -43,7 +43,7 @@ from qernel.mcmc import init_walkers, make_mcmc_step
 from qernel.model import make_wavefunction
 from qernel.optim import sr_init
 from qernel.system import System
-from qernel.train import TrainConfig, TrainState, _place, make_train_step
+from qernel.train import WALKER_AXES, TrainConfig, TrainState, make_train_step
 
 SUPERCELLS = {6: (3, 3), 12: (3, 6), 24: (6, 6), 48: (6, 12)}
 DEPTH = 2.0
@@ -93,8 +93,8 @@ def compile_train_step(n, batch, mcmc_steps, laplacian, model, chunk=0):
     cfg = TrainConfig(batch_size=batch, mcmc_steps=mcmc_steps, laplacian=laplacian, max_vmap_batch_size=chunk)
     mesh = parallel.make_mesh()
     is_complex = jnp.iscomplexobj(jax.eval_shape(wf.log_psi, params, jnp.zeros((n, 2)), jnp.zeros(1)))
-    holder = {"state": _place(TrainState(params, sr_init(params), walkers, jnp.zeros((), jnp.int32), jnp.zeros(1)),
-                              mesh)}
+    holder = {"state": parallel.place(TrainState(params, sr_init(params), walkers, jnp.zeros((), jnp.int32),
+                                                 jnp.zeros(1)), mesh, WALKER_AXES)}
     poison = jnp.zeros(1)
     t0 = time.perf_counter()
     compiled = jax.jit(make_train_step(system, wf, cfg, 1, bool(is_complex), mesh), donate_argnums=(0,)).lower(

@@ -9,9 +9,12 @@ Steps of `evaluate_depth`:
 
 1. load the pretrained parameters (`qernel.checkpoint.load_model`); a missing, corrupt or
    mismatched file is an error naming the path;
-2. if `finetune_steps > 0`: fine-tune at this depth alone with `qernel.train.run_training`,
-   starting from the loaded parameters (no orbital pretraining), its checkpoints, train.nc and
-   train.log in `<out stem>_checkpoints/finetune/` beside the output, so a killed job resumes;
+2. if `finetune_steps > 0`: fine-tune at this depth alone with the training function the caller
+   passes as `finetune` (`qernel.train.finetune`: training started from the loaded parameters,
+   no orbital pretraining), its checkpoints, train.nc and train.log in
+   `<out stem>_checkpoints/finetune/` beside the output, so a killed job resumes. This module
+   does not import `qernel.train`: what both need (retries, MCMC, casting, placement, the
+   model file's recorded options) lives below both, in `qernel.vmc` and `qernel.parallel`;
 3. `sample_observables`: Metropolis–Hastings burn-in (the proposal width adapts), then
    T = ceil(samples / batch_size) measurement steps, each after `mcmc_steps` moves of all
    walkers with the width frozen. One jitted function does the moves and the estimator of
@@ -20,8 +23,9 @@ Steps of `evaluate_depth`:
    are written about every 10 % in `<out stem>_checkpoints/sampling/`; a rerun resumes from the
    newest and gives the same chain (the key of step t is fold_in(key, t)); they are removed
    once evaluation.nc is written (with the whole folder when there was no fine-tuning). A step
-   with a non-finite local energy is redone from the same walkers with new random numbers (at
-   most MAX_RETRIES times, then an error naming the depth and step);
+   with a non-finite local energy is redone from the same walkers with new random numbers
+   (`qernel.vmc.run_with_retries`, at most MAX_RETRIES times, then an error naming the depth
+   and step: the parameters are fixed here, so there is nothing to roll back);
 4. write evaluation.nc (atomically, with provenance) holding the per-step series below.
 
 Every estimator is averaged over the walkers first: one number per step and observable, a time
@@ -78,7 +82,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -87,7 +91,7 @@ import xarray as xr
 
 from qernel import checkpoint, parallel
 from qernel.hamiltonian import LAPLACIAN_METHODS
-from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
+from qernel.mcmc import WALKER_AXES, MCMCState, init_walkers, make_mcmc_step
 from qernel.observables import (
     DEFAULT_CELL_BINS,
     DEFAULT_K_SHELLS,
@@ -98,10 +102,17 @@ from qernel.observables import (
 )
 from qernel.stats import reblock
 from qernel.system import System
+from qernel.vmc import (
+    DTYPES,
+    RetriesExhausted,
+    cast_floats,
+    jit_mcmc_step,
+    recorded_dtype,
+    run_with_retries,
+)
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "float64")
 #: A measurement step with a non-finite local energy is redone from the same walkers with new
 #: random numbers up to this many times before the evaluation stops with an error.
 MAX_RETRIES = 3
@@ -129,7 +140,8 @@ class EvalConfig:
 
     finetune_steps: optimisation steps at this depth before measuring (0 = none).
     finetune: extra `qernel.train.TrainConfig` keys for fine-tuning (e.g. {learning_rate: 0.01}),
-        merged over the pretraining's settings read from the model file (see `finetune_config`).
+        merged over the pretraining's settings read from the model file (see
+        `qernel.train.finetune_config`, which checks the key names: `check_finetune_options`).
     samples: local-energy samples to measure = batch_size × measurement steps (rounded up to
         whole steps). batch_size: walkers (a multiple of the device count).
     mcmc_steps: Metropolis–Hastings moves of every walker between measurements.
@@ -193,13 +205,6 @@ class EvalConfig:
             if key in self.finetune:
                 hint = f"use evaluate.{instead}" if instead else "fine-tuning starts from the pretrained model"
                 raise ValueError(f"finetune.{key} is set by the evaluation ({hint})")
-        from qernel.train import TrainConfig
-
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(self.finetune) - known)
-        if unknown:
-            raise ValueError(f"unknown finetune key(s) {['finetune.' + k for k in unknown]}; "
-                             f"known: {sorted(known - set(_FINETUNE_RESERVED))}")
         object.__setattr__(self, "finetune", dict(self.finetune))
 
     @classmethod
@@ -234,13 +239,6 @@ def _dtype_context(dtype: str):
     return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
 
 
-def device_summary() -> tuple[int, str]:
-    """(count, "kind (platform)") of the local JAX devices."""
-    devices = jax.local_devices()
-    kinds = ", ".join(sorted({getattr(d, "device_kind", "?") for d in devices}))
-    return len(devices), f"{kinds} ({devices[0].platform})"
-
-
 # -- the jitted measurement -------------------------------------------------------------------------
 def make_estimators(observables, log_psi):
     """estimators(params, x (W, N, 2), cond (W, n_cond)) -> dict of walker means for one step.
@@ -264,7 +262,7 @@ def make_estimators(observables, log_psi):
 @functools.lru_cache(maxsize=8)
 def _compiled(system: System, log_psi, observables: tuple, mcmc_steps: int, target_acceptance: float):
     """(burn_in_block, measure) jitted: burn-in moves with width adaptation; a measurement step."""
-    burn = jax.jit(make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=True), donate_argnums=(1,))
+    burn = jit_mcmc_step(system, log_psi, mcmc_steps, target_acceptance, adapt=True)
     mcmc = make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=False)
     estimators = make_estimators(observables, log_psi)
 
@@ -334,7 +332,7 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
     mesh = parallel.make_mesh() if mesh is None else mesh
     n_dev = mesh.devices.size
     parallel.check_batch_size(cfg.batch_size, n_dev, 1, key="evaluate.batch_size")
-    n_dev_all, kind = device_summary()
+    n_dev_all, kind = parallel.device_summary()
     observables = default_observables(system, cfg) if observables is None else tuple(observables)
     specs = _series_specs(observables)
     n_steps, w, n_el = cfg.n_steps, cfg.batch_size, system.n_electrons
@@ -343,9 +341,7 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
              depth, w, n_steps, w * n_steps, cfg.mcmc_steps, cfg.burn_in, ", ".join(o.name for o in observables),
              cfg.laplacian, dtype, n_dev, kind)
 
-    params = jax.tree.map(lambda a: jnp.asarray(a).astype(jdtype)
-                          if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else jnp.asarray(a), params)
-    params = parallel.replicate(params, mesh)
+    params = parallel.replicate(cast_floats(params, jdtype), mesh)
     k_init, k_burn, k_meas = (jax.random.fold_in(key, i) for i in range(3))
     cond = jnp.full((w, 1), depth, jdtype)
     state = init_walkers(k_init, system, cond, width=cfg.init_width, dtype=jdtype)
@@ -368,7 +364,7 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
         for name, s in series.items():
             s.sums[...] = np.asarray(raw["series"][name]).reshape(s.sums.shape)
         log.info("resumed sampling from %s at step %d/%d", resume.name, start, n_steps)
-    state = _place_walkers(state, mesh)
+    state = parallel.place(state, mesh, WALKER_AXES)
 
     def save(t: int) -> None:
         if ckpt_dir is None:
@@ -407,19 +403,20 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
 
     stopped = False
     for t in range(start + 1, n_steps + 1):
-        key_t = jax.random.fold_in(k_meas, t)
-        for attempt in range(MAX_RETRIES + 1):
-            new_state, stats = measure(params, state, jax.random.fold_in(key_t, attempt))
-            n_bad = int(stats["n_nonfinite"])
-            if n_bad == 0:
-                break
-            log.warning("V = %g E_M, measurement step %d: %d walker(s) with non-finite local energies; "
-                        "redoing the step with new random numbers (attempt %d)", depth, t, n_bad, attempt + 2)
-        else:
-            raise FloatingPointError(
-                f"evaluation at depth V = {depth:g} E_M stopped at measurement step {t}: non-finite local energies "
-                f"in {MAX_RETRIES + 1} attempts (last: {n_bad} of {w} walkers)")
-        state = new_state
+        def on_reject(a, why, t=t):
+            log.warning("V = %g E_M, measurement step %d: %s; redoing the step with new random numbers "
+                        "(attempt %d)", depth, t, why, a + 2)
+
+        def attempt(key_a, a, state=state):
+            return measure(params, state, key_a)
+
+        try:
+            (state, stats), _ = run_with_retries(attempt, jax.random.fold_in(k_meas, t), _nonfinite, MAX_RETRIES,
+                                                 on_reject)
+        except RetriesExhausted as err:
+            raise FloatingPointError(f"evaluation at depth V = {depth:g} E_M stopped at measurement step {t}: "
+                                     f"non-finite local energies in {err.attempts} attempts (last: {err.reason}, "
+                                     f"of {w} walkers)") from None
         pending.append(stats)
         if callback is not None and callback(t, state, stats):
             flush(t)
@@ -448,18 +445,18 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
     return _dataset(system, depth, cfg, dtype, observables, series, specs, n_dev_all, kind)
 
 
+def _nonfinite(outcome) -> str | None:
+    """The rejection reason of a measurement step (new state, stats): None when every local energy is finite."""
+    n_bad = int(outcome[1]["n_nonfinite"])
+    return None if n_bad == 0 else f"{n_bad} walker(s) with non-finite local energies"
+
+
 class SamplingInterrupted(RuntimeError):
     """Sampling stopped by the callback (a test hook that simulates a killed job)."""
 
     def __init__(self, step: int):
         super().__init__(f"sampling stopped by the callback after step {step}")
         self.step = step
-
-
-def _place_walkers(state: MCMCState, mesh) -> MCMCState:
-    bat, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
-    return MCMCState(*(jax.device_put(jnp.asarray(a), bat if f in ("positions", "cond", "log_psi", "group") else rep)
-                       for f, a in zip(MCMCState._fields, state)))
 
 
 def _dataset(system, depth, cfg, dtype, observables, series: dict, specs: dict, n_devices: int,
@@ -500,31 +497,6 @@ def _dataset(system, depth, cfg, dtype, observables, series: dict, specs: dict, 
 
 
 # -- the per-depth driver -----------------------------------------------------------------------------
-class PretrainedWavefunction:
-    """A wavefunction whose `init` returns given parameters (for fine-tuning with run_training).
-
-    Everything else (log_psi, apply, orbitals, config, cond_range, reference, ...) is the
-    wrapped model's.
-    """
-
-    def __init__(self, wf, params):
-        self._wf, self._params = wf, params
-
-    def init(self, key):  # noqa: ARG002 (the parameters are given)
-        return self._params
-
-    def log_psi(self, params, x, cond):
-        return self._wf.log_psi(params, x, cond)
-
-    def apply(self, params, x, cond):
-        return self._wf.apply(params, x, cond)
-
-    def __getattr__(self, name):
-        if name.startswith("__") or name in ("_wf", "_params"):
-            raise AttributeError(name)
-        return getattr(self._wf, name)
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -589,66 +561,26 @@ def _check_system(metadata: dict, system: System, path: Path) -> None:
                          f"not {system.coupling}")
 
 
-def _train_config_of(metadata: dict) -> dict:
-    """The pretraining options recorded in a model file (train_config, else the sweep's pretrain)."""
-    if isinstance(metadata.get("train_config"), dict):
-        return dict(metadata["train_config"])
-    config = metadata.get("config")
-    if isinstance(config, str):
-        try:
-            config = json.loads(config)
-        except ValueError:
-            config = None
-    if isinstance(config, dict) and isinstance(config.get("pretrain"), dict):
-        return dict(config["pretrain"])
-    return {}
-
-
 def resolve_dtype(cfg: EvalConfig, metadata: dict | None = None, wf=None) -> str:
-    """cfg.dtype, else the pretraining's, else the model config's, else float32."""
+    """cfg.dtype, else the pretraining's, else the model config's, else float32 (`qernel.vmc.recorded_dtype`)."""
     if cfg.dtype is not None:
         return cfg.dtype
-    dt = _train_config_of(metadata or {}).get("dtype")
-    if dt in DTYPES:
-        return dt
-    dt = getattr(getattr(wf, "config", None), "dtype", None)
-    return dt if dt in DTYPES else "float32"
+    return recorded_dtype(metadata, wf) or "float32"
 
 
-def finetune_config(cfg: EvalConfig, metadata: dict | None = None, dtype: str | None = None):
-    """The `TrainConfig` of fine-tuning at one depth.
+class Finetune(Protocol):
+    """A training function for fine-tuning at one depth (`qernel.train.finetune` is one).
 
-    Starts from the pretraining's options recorded in the model file (unknown ones dropped),
-    sets steps = finetune_steps, no orbital pretraining, batch_size, laplacian,
-    max_vmap_batch_size and dtype of the evaluation, a uniform depth weighting; then
-    `cfg.finetune` wins. Without a `finetune.learning_rate` the rate continues where the pretraining's schedule ended,
-    η/(1 + steps/lr_decay_steps) (or is the default of another optimizer chosen in `finetune`).
+    finetune(system, wf, params, depth, cfg, metadata, out_dir, *, seed, dtype, attrs, mesh)
+    -> (params, options): trains `wf` at the single depth V (E_M) for cfg.finetune_steps steps
+    starting from `params` (the loaded model), with the options of `cfg` (an EvalConfig: its
+    finetune mapping, batch, laplacian ...) over the pretraining's recorded in `metadata`;
+    checkpoints, train.nc and train.log in out_dir (a rerun resumes there). Returns the tuned
+    parameters and the training options used (a JSON-able mapping, recorded in evaluation.nc).
     """
-    from qernel.train import TrainConfig
 
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    base = {k: v for k, v in _train_config_of(metadata or {}).items() if k in known}
-    try:
-        pre = TrainConfig.from_dict(base)
-    except (ValueError, TypeError) as err:
-        log.warning("ignoring the pretraining options of the model file (%s); fine-tuning from defaults", err)
-        base, pre = {}, TrainConfig()
-    d = {**base, "steps": int(cfg.finetune_steps), "pretrain_steps": 0, "batch_size": int(cfg.batch_size),
-         "laplacian": cfg.laplacian, "max_vmap_batch_size": int(cfg.max_vmap_batch_size),
-         "dtype": dtype or resolve_dtype(cfg, metadata), "depth_weighting": "uniform",
-         "target_acceptance": float(cfg.target_acceptance),
-         "checkpoint_every": min(pre.checkpoint_every, max(1, cfg.finetune_steps // 10)),
-         "log_every": max(1, cfg.finetune_steps // 10)}
-    d.update(cfg.finetune)
-    if "learning_rate" not in cfg.finetune:
-        if d.get("optimizer", pre.optimizer) == pre.optimizer:
-            lr = pre.lr  # continue the pretraining's schedule where it ended
-            if pre.lr_decay_steps and pre.lr_decay_steps > 0:
-                lr = lr / (1.0 + pre.steps / pre.lr_decay_steps)
-            d["learning_rate"] = float(lr)
-        else:
-            d["learning_rate"] = None  # another optimizer: its own default
-    return TrainConfig.from_dict(d)
+    def __call__(self, system: System, wf, params, depth: float, cfg: EvalConfig, metadata: dict, out_dir: Path, *,
+                 seed: int, dtype: str, attrs: dict, mesh) -> tuple[Any, dict]: ...
 
 
 #: File in the work folder naming the evaluation setup its checkpoints belong to.
@@ -679,20 +611,29 @@ def _claim_work_dir(directory: Path, setup_hash: str) -> None:
 
 
 def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalConfig, out_path, seed: int = 0,
-                   attrs: dict | None = None, *, mesh=None, callback=None) -> Path:
+                   attrs: dict | None = None, *, mesh=None, callback=None, finetune: Finetune | None = None) -> Path:
     """Evaluate the pretrained model `checkpoint_path` at depth V (E_M); write `out_path`.
 
     wf: the model (`qernel.model.Wavefunction`, or anything with init/log_psi/apply); cfg: an
     `EvalConfig` (or its mapping); seed: this depth's seed; attrs: global attrs of the output
     (provenance, see `qernel.io.provenance_attrs`; default: built from the system and cfg).
-    callback: passed to `sample_observables`. Returns out_path. See the module docstring.
+    callback: passed to `sample_observables`. finetune: the training function used when
+    cfg.finetune_steps > 0 (`qernel.train.finetune`; see `Finetune`). Returns out_path. See
+    the module docstring.
+
+    Raises FileNotFoundError or ModelCheckpointError (the model file, see `load_pretrained`),
+    ValueError (finetune_steps > 0 without a `finetune` function; bad options), FloatingPointError
+    (a step non-finite after every retry) and SamplingInterrupted (the callback stopped it).
     """
     if isinstance(cfg, dict):
         cfg = EvalConfig.from_dict(cfg)
     out_path = Path(out_path)
     checkpoint_path = Path(checkpoint_path)
-    n_dev, kind = device_summary()
+    n_dev, kind = parallel.device_summary()
     log.info("evaluate V = %.6g E_M from %s; devices: %d × %s", float(depth), checkpoint_path, n_dev, kind)
+    if cfg.finetune_steps > 0 and finetune is None:
+        raise ValueError(f"evaluate.finetune_steps = {cfg.finetune_steps} needs a training function: pass "
+                         "finetune=qernel.train.finetune to evaluate_depth (or set evaluate.finetune_steps: 0)")
     params, metadata = load_pretrained(checkpoint_path, wf)
     _check_system(metadata, system, checkpoint_path)
     dtype = resolve_dtype(cfg, metadata, wf)
@@ -716,19 +657,10 @@ def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalC
             attrs = provenance_attrs({"system": system.config_dict(), "evaluate": cfg.to_dict()}, "unknown",
                                      float("nan") if e_m is None else e_m)
         if cfg.finetune_steps > 0:
-            from qernel.train import run_training
-
-            tcfg = finetune_config(cfg, metadata, dtype)
             ft_dir = work / "finetune"
-            log.info("fine-tuning %d steps at V = %.6g E_M in %s (learning rate %.4g, %s)", tcfg.steps, depth,
-                     ft_dir, tcfg.lr, tcfg.optimizer)
-            t0 = time.time()
-            result = run_training(system, PretrainedWavefunction(wf, params), np.array([float(depth)]), tcfg, ft_dir,
-                                  seed=int(seed), attrs=attrs, progress=False, mesh=mesh)
-            params = result.params
-            log.info("fine-tuning done in %.1f s: E/N = %.6f E_M at the last step", time.time() - t0,
-                     float(np.asarray(result.final_energy_per_depth)[0]))
-            run_attrs.update(finetune_config=json.dumps(tcfg.to_dict(), sort_keys=True), finetune_dir=str(ft_dir))
+            params, options = finetune(system, wf, params, float(depth), cfg, metadata, ft_dir, seed=int(seed),
+                                       dtype=dtype, attrs=attrs, mesh=mesh)
+            run_attrs.update(finetune_config=json.dumps(options, sort_keys=True), finetune_dir=str(ft_dir))
         ds = sample_observables(system, wf.log_psi, params, depth, dataclasses.replace(cfg, dtype=dtype),
                                 jax.random.fold_in(root, 7), checkpoint_dir=work / "sampling", mesh=mesh,
                                 callback=callback)

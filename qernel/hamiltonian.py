@@ -116,17 +116,33 @@ def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", 
     components_and_imag = make_complex_local_energy(system, log_psi, laplacian, ewald, sparsity_threshold)
 
     def local_energy(params, x, cond) -> EnergyComponents:
-        return components_and_imag(params, x, cond)[0]
+        return components_and_imag(params, x, cond).components
 
     return local_energy
 
 
+class LocalEnergy(NamedTuple):
+    """Per-configuration local energy of a complex ψ: the real components and Im E_L (all in E_M)."""
+
+    components: EnergyComponents
+    imag: jax.Array  # Im E_L = −½ Im[∇² log ψ + (∇ log ψ)²] (the potentials are real)
+
+    @property
+    def real(self) -> jax.Array:
+        return self.components.total
+
+    @property
+    def complex(self) -> jax.Array:
+        return jax.lax.complex(self.components.total, self.imag)
+
+
 def make_complex_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None,
                               sparsity_threshold: float | None = None):
-    """Build f(params, x, cond) -> (EnergyComponents, Im E_L) for one configuration x (N, 2).
+    """Build f(params, x, cond) -> LocalEnergy(components, imag) for one configuration x (N, 2).
 
     The components are `make_local_energy`'s; Im E_L = −½ Im[∇² log ψ + (∇ log ψ)²] (the
-    potentials are real) is what the gradient of a complex ψ needs besides them.
+    potentials are real) is what the gradient of a complex ψ needs besides them (qernel.loss).
+    Raises ValueError for an unknown `laplacian`.
     """
     if laplacian not in LAPLACIAN_METHODS:
         raise ValueError(f"unknown laplacian method {laplacian!r}; choose one of {LAPLACIAN_METHODS}")
@@ -137,7 +153,7 @@ def make_complex_local_energy(system: System, log_psi: LogPsi, laplacian: str = 
         kin, kin_imag = complex_kinetic_energy(lambda y: log_psi(params, y, cond), x, laplacian, sparsity_threshold)
         pot = jnp.sum(moire_potential(x, cond[0], phase))
         inter = lam * ewald.energy(x)
-        return EnergyComponents(kin, pot, inter.astype(x.dtype)), kin_imag
+        return LocalEnergy(EnergyComponents(kin, pot, inter.astype(x.dtype)), kin_imag)
 
     return local_energy
 

@@ -8,7 +8,8 @@ statistic below is taken per group, with the group's own mean:
 For complex ψ the local energy E_L = Hψ/ψ is complex: its real part is the energy, its
 imaginary part (zero on average) enters the gradient through Im E_L · Im ∂log ψ. Dropping it
 would bias the gradient of every parameter that moves the phase θ of ψ (the kinetic energy
-contains ½|∇θ|²), so `make_local_energy` below returns both parts.
+contains ½|∇θ|²), so the training uses `qernel.hamiltonian.make_complex_local_energy`, which
+returns both parts (a `qernel.hamiltonian.LocalEnergy`).
 
 Local energies are clipped before they enter the gradient (not the reported energy): per group,
 to median ± clip_mad · (mean absolute deviation from the median), real and imaginary parts
@@ -19,41 +20,11 @@ Energies in E_M, totals over electrons (not per electron).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 
-from qernel.ewald import Ewald
 from qernel.groups import centre as centre_by_group, group_median, group_stats
-from qernel.hamiltonian import EnergyComponents, LogPsi, make_complex_local_energy
-from qernel.system import System
-
-
-class LocalEnergy(NamedTuple):
-    """Per-configuration local energy: the real components and Im E_L (all in E_M)."""
-
-    components: EnergyComponents
-    imag: jax.Array  # Im E_L = −½ Im[∇² log ψ + (∇ log ψ)²] (the potentials are real)
-
-    @property
-    def real(self) -> jax.Array:
-        return self.components.total
-
-    @property
-    def complex(self) -> jax.Array:
-        return jax.lax.complex(self.components.total, self.imag)
-
-
-def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None):
-    """local_energy(params, x (N, 2), cond (n_cond,)) -> LocalEnergy for one configuration:
-    `qernel.hamiltonian.make_complex_local_energy`'s components and Im E_L."""
-    components_and_imag = make_complex_local_energy(system, log_psi, laplacian, ewald)
-
-    def local_energy(params, x, cond) -> LocalEnergy:
-        return LocalEnergy(*components_and_imag(params, x, cond))
-
-    return local_energy
+from qernel.hamiltonian import LogPsi
 
 
 # -- statistics per depth group --------------------------------------------------------------

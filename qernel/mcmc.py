@@ -57,6 +57,11 @@ class MCMCState(NamedTuple):
     group: jax.Array
 
 
+#: Which fields of an MCMCState have a leading walker axis (sharded across devices by
+#: `qernel.parallel.place`); width and acceptance are per group and replicated.
+WALKER_AXES = MCMCState(positions=True, cond=True, log_psi=True, width=False, acceptance=False, group=True)
+
+
 def max_width(system: System) -> float:
     """Largest useful proposal width: half the shortest supercell lattice vector (a_M)."""
     return 0.5 * float(np.min(np.linalg.norm(system.supercell.lattice, axis=-1)))

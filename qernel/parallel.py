@@ -33,6 +33,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def device_summary() -> tuple[int, str]:
+    """(count, "kind (platform)") of the local JAX devices."""
+    devices = jax.local_devices()
+    kinds = ", ".join(sorted({getattr(d, "device_kind", "?") for d in devices}))
+    return len(devices), f"{kinds} ({devices[0].platform})"
+
+
 def check_batch_size(batch_size: int, n_devices: int, n_groups: int = 1, key: str = "batch_size") -> None:
     """Raise ValueError (naming `key`) unless batch_size is a positive multiple of n_devices × n_groups."""
     unit = n_devices * n_groups
@@ -52,6 +59,25 @@ def replicate(tree, mesh: Mesh):
     """Place every array of `tree` replicated on all devices of the mesh."""
     sharding = replicated(mesh)
     return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
+
+
+def shardings(tree, mesh: Mesh, walker_axes):
+    """One sharding per leaf of `tree`: sharded along the batch axis where `walker_axes` is True,
+    replicated where it is False.
+
+    walker_axes: a pytree prefix of `tree` with a bool at each node (e.g.
+    `qernel.mcmc.WALKER_AXES` for an MCMCState: positions, cond, log_psi and group have a walker
+    axis; width and acceptance are per group). A plain True or False applies to the whole tree.
+    """
+    bat, rep = batch_sharding(mesh), replicated(mesh)
+    return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: bat if flag else rep, sub), walker_axes, tree)
+
+
+def place(tree, mesh: Mesh, walker_axes):
+    """Put a (host or device) pytree on the mesh: the leaves with a walker axis (`walker_axes`, see
+    `shardings`) sharded along it, everything else replicated. The one placement of the engine's
+    states (training and sampling)."""
+    return jax.tree.map(lambda a, s: jax.device_put(a, s), tree, shardings(tree, mesh, walker_axes))
 
 
 def to_host(tree):

@@ -2,12 +2,37 @@
 
     cfg = TrainConfig.from_dict(sweep["pretrain"])
     result = run_training(system, wf, depths, cfg, out_dir, seed=0, attrs=provenance)
+    params, options = finetune(system, wf, params, depth, eval_cfg, metadata, out_dir)  # one depth
+
+A run in stages, each a plain function of explicit state (`TrainState`; keys from `train_keys`):
+
+    params = start_params(wf, cfg, keys, params=None)                # params=: start from given ones
+    state = init_state(system, depths, cfg, keys, params, opt_state)   # opt_state: the optimiser's init
+    state, losses = pretrain_orbitals(state, targets, system, wf, cfg, keys.pretrain, mesh)
+    state = burn_in(state, system, wf, cfg, keys.burn_in)
+    result = fit(state, history, system, wf, depths, cfg, keys.train, mesh, ...)
+
+`run_training` composes them with checkpoints and outputs; the orbital targets are an argument
+(`qernel.pretrain.TargetOrbitals`: the bands orbitals of `make_targets` by default). Fine-tuning
+(`finetune`) is `run_training` at one depth from the loaded parameters; `qernel.evaluate`
+receives it as an argument and does not import this module.
 
 One step (one jitted function, state donated): a Metropolis–Hastings block for every walker at its
 own depth; local energies; the per-depth unbiased gradient with clipped energies (qernel.loss);
 a SPRING/MinSR natural-gradient step or Adam (qernel.optim) plus the MoE load-balancing term;
 a NaN/inf guard that keeps the previous state inside the jitted step when anything is
 non-finite, so the host can retry from the last good state with another random key.
+
+Non-finite steps (policy): a rejected step is redone from the same state with the next
+attempt's random numbers, at most `max_retries` times (`qernel.vmc.run_with_retries`). If every
+attempt fails, the parameters are broken (an earlier accepted update went too far; new random
+numbers cannot help): the run rolls back to the newest checkpoint before the step (rollback r:
+the r-th newest, so a checkpoint already holding broken parameters is passed over), deletes the
+checkpoints after it, and replays with the learning rate and the step cap `max_update_norm`
+(when on) × 0.5^r (ROLLBACK_LR_FACTOR) for the rest of the run, recorded in train.log, in the
+checkpoints (a resume keeps it) and in the learning_rate history. After MAX_ROLLBACKS = 3
+rollbacks the next failure stops the run with a one-line FloatingPointError naming the step, the
+depths with non-finite energies, the retries and the rollbacks; train.nc keeps the good steps.
 
 The batch of `batch_size` walkers is split across the D depths: walker w starts in group w mod D
 (uniform split, independent of the device count). With depth_weighting "variance" the split is
@@ -32,11 +57,12 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax.struct
 import jax
@@ -49,8 +75,9 @@ from jax.flatten_util import ravel_pytree
 from qernel import checkpoint, parallel
 from qernel.io import provenance_attrs, write_netcdf
 from qernel.groups import group_stats
-from qernel.loss import centred_local_energies, make_energy_loss, make_local_energy
-from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
+from qernel.hamiltonian import make_complex_local_energy
+from qernel.loss import centred_local_energies, make_energy_loss
+from qernel.mcmc import WALKER_AXES as WALKER_AXES_MCMC, MCMCState, init_walkers, make_mcmc_step
 from qernel.optim import (
     OPTIMIZERS,
     fisher_norm_scale,
@@ -62,8 +89,19 @@ from qernel.optim import (
     spring_direction,
 )
 from qernel.bands import DEFAULT_SHELLS
-from qernel.pretrain import make_pretrain_step, make_targets
+from qernel.pretrain import TargetOrbitals, make_pretrain_step, make_targets
 from qernel.system import System
+from qernel.vmc import (
+    RetriesExhausted,
+    RunLog,
+    cast_floats,
+    jit_mcmc_step,
+    recorded_dtype,
+    recorded_train_config,
+    run_with_retries,
+)
+
+_log = logging.getLogger(__name__)
 
 DEPTH_WEIGHTINGS = ("uniform", "variance")
 DTYPES = ("float32", "float64")
@@ -102,7 +140,7 @@ class TrainConfig:
     most this many walkers at once (all devices together; 0 = all at once); smaller bounds
     memory (qernel.parallel.map_walkers).
     max_retries: a step with non-finite energies or update is retried with new random numbers
-    up to this many times before the run stops. log_every: steps between plain log lines on
+    up to this many times before the run rolls back to a checkpoint (module docstring). log_every: steps between plain log lines on
     stdout (train.log gets every step).
     """
 
@@ -238,11 +276,11 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
     `poison` is added to the local energies of each depth (0 normally; NaN to test the guard).
     If any local energy or the update is non-finite the returned state is the input state.
     With a `mesh`, the returned walkers are constrained to stay sharded along the batch axis and
-    everything else replicated (the layout `_place` gives the input).
+    everything else replicated (the layout `qernel.parallel.place` gives the input).
     """
     log_psi = wf.log_psi
     mcmc = make_mcmc_step(log_psi, system, cfg.mcmc_steps, cfg.target_acceptance)
-    local_energy = parallel.map_walkers(make_local_energy(system, log_psi, cfg.laplacian), cfg.max_vmap_batch_size)
+    local_energy = parallel.map_walkers(make_complex_local_energy(system, log_psi, cfg.laplacian), cfg.max_vmap_batch_size)
     energy_loss = make_energy_loss(log_psi, n_groups, cfg.clip_mad)
     schedule = learning_rate_schedule(cfg.lr, cfg.lr_decay_steps)
     adam = make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap) if cfg.optimizer == "adam" else None
@@ -327,11 +365,6 @@ def _jit_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
 
 
 @functools.lru_cache(maxsize=8)
-def _jit_mcmc(system: System, wf, n_steps: int, target_acceptance: float):
-    return jax.jit(make_mcmc_step(wf.log_psi, system, n_steps, target_acceptance))
-
-
-@functools.lru_cache(maxsize=8)
 def _jit_pretrain(system: System, wf, learning_rate: float, n_steps: int, target_acceptance: float):
     opt = optax.adam(learning_rate)
     step = jax.jit(make_pretrain_step(wf, system, opt, n_steps, target_acceptance), donate_argnums=(0, 1, 2))
@@ -340,22 +373,13 @@ def _jit_pretrain(system: System, wf, learning_rate: float, n_steps: int, target
 
 # -- helpers ----------------------------------------------------------------------------------------
 
-def _state_shardings(state: TrainState, mesh):
-    rep, bat = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    mcmc = MCMCState(positions=bat, cond=bat, log_psi=bat, width=rep, acceptance=rep, group=bat)
-    return TrainState(params=rep, opt_state=rep, mcmc=mcmc, step=rep, var_ema=rep)
+#: Which parts of a TrainState have a leading walker axis (see qernel.parallel.place).
+WALKER_AXES = TrainState(params=False, opt_state=False, mcmc=WALKER_AXES_MCMC, step=False, var_ema=False)
 
 
 def _full_shardings(state: TrainState, mesh):
     """One sharding per leaf of `state` (walkers along the batch axis, the rest replicated)."""
-    shardings = _state_shardings(state, mesh)
-    return jax.tree.map(lambda s, sub: jax.tree.map(lambda _: s, sub), shardings, state,
-                        is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
-
-
-def _place(state: TrainState, mesh) -> TrainState:
-    """Put a (host or device) state on the mesh: walkers sharded, everything else replicated."""
-    return jax.tree.map(lambda a, s: jax.device_put(a, s), state, _full_shardings(state, mesh))
+    return parallel.shardings(state, mesh, WALKER_AXES)
 
 
 def _complex_or(a, dtype):
@@ -363,13 +387,6 @@ def _complex_or(a, dtype):
     if np.iscomplexobj(a):
         return jnp.complex128 if dtype == jnp.float64 else jnp.complex64
     return dtype
-
-
-def _cast_floats(tree, dtype):
-    def cast(a):
-        a = jnp.asarray(a)
-        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
-    return jax.tree.map(cast, tree)
 
 
 def _split_counts(weights: np.ndarray, total: int, minimum: int) -> np.ndarray:
@@ -402,25 +419,6 @@ def _reassign(group: np.ndarray, target: np.ndarray) -> np.ndarray:
         for _ in range(max(deficit, 0)):
             group[free.pop(0)] = d
     return group
-
-
-class _Log:
-    """train.log (appended, never truncated) and, when not on a progress bar, stdout lines."""
-
-    def __init__(self, path: Path, echo: bool):
-        self.path, self.echo = path, echo
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(path, "a", encoding="utf-8")
-
-    def __call__(self, msg: str, echo: bool | None = None):
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.f.write(f"{stamp} {msg}\n")
-        self.f.flush()
-        if self.echo if echo is None else echo:
-            print(msg, flush=True)
-
-    def close(self):
-        self.f.close()
 
 
 _HISTORY_SCALARS = ("step", "energy", "variance", "acceptance", "learning_rate", "update_norm", "moe_loss",
@@ -477,13 +475,244 @@ def _default_attrs(system: System, cfg: TrainConfig, depths) -> dict:
     return provenance_attrs(config, "unknown", float("nan") if e_m is None else e_m)
 
 
+# -- the stages of a run -------------------------------------------------------------------------------
+
+#: A step that fails every retry rolls the run back at most this many times (counted across
+#: resumes): rollback r to the r-th newest checkpoint, with the learning rate (and the step cap
+#: max_update_norm, when on) times ROLLBACK_LR_FACTOR**r for the replayed steps and the rest of
+#: the run; then the run stops.
+MAX_ROLLBACKS = 3
+ROLLBACK_LR_FACTOR = 0.5
+
+
+class TrainKeys(NamedTuple):
+    """The random keys of one run, all derived from its seed (`train_keys`): `train` (step t,
+    attempt a: fold_in(fold_in(train, t), a)), `walkers` (initial positions), `pretrain`
+    (orbital pretraining step i: fold_in(pretrain, i)), `burn_in` (block i) and `params` (wf.init)."""
+
+    train: jax.Array
+    walkers: jax.Array
+    pretrain: jax.Array
+    burn_in: jax.Array
+    params: jax.Array
+
+
+def train_keys(seed: int) -> TrainKeys:
+    """TrainKeys of a run with this seed: fold_in(PRNGKey(seed), i) for i = 1 .. 5."""
+    root = jax.random.PRNGKey(seed)
+    return TrainKeys(*(jax.random.fold_in(root, i) for i in range(1, 6)))
+
+
+def start_params(wf, cfg: TrainConfig, keys: TrainKeys, params=None):
+    """The parameters a run starts from: `params` when given (fine-tuning: a trained model's,
+    copied, so the donated training state never aliases the caller's arrays), else
+    wf.init(keys.params); floating leaves cast to cfg.dtype."""
+    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    return cast_floats(wf.init(keys.params) if params is None else jax.tree.map(jnp.array, params), dtype)
+
+
+def init_state(system: System, depths, cfg: TrainConfig, keys: TrainKeys, params, opt_state) -> TrainState:
+    """The state before the first update (device arrays, not yet placed on a mesh).
+
+    params: the starting parameters (`start_params`); opt_state: the optimiser's fresh state for
+    them. Walker w of cfg.batch_size starts at depth w mod D (depths (D,), E_M), uniform in the
+    supercell (keys.walkers), with proposal width cfg.init_width (a_M); step 0; the variance
+    EMA (D,) zero.
+    """
+    depths = np.atleast_1d(np.asarray(depths, float))
+    n_depths = len(depths)
+    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    group0 = np.arange(cfg.batch_size) % n_depths
+    cond0 = jnp.asarray(depths[group0][:, None], dtype)
+    walkers0 = init_walkers(keys.walkers, system, cond0, group0, n_depths, cfg.init_width, dtype=dtype)
+    return TrainState(params, opt_state, walkers0, jnp.zeros((), jnp.int32), jnp.zeros(n_depths, dtype))
+
+
+def pretrain_orbitals(state: TrainState, targets: TargetOrbitals, system: System, wf, cfg: TrainConfig, key,
+                      mesh, log: Callable[[str], None] | None = None) -> tuple[TrainState, np.ndarray]:
+    """Fit the model's orbital matrices `wf.orbitals` to `targets` (qernel.pretrain): cfg.pretrain_steps
+    Adam steps at cfg.pretrain_learning_rate, the walkers sampling the targets' |ψ_T|² at their
+    own depths (step i uses fold_in(key, i)).
+
+    targets: a `qernel.pretrain.TargetOrbitals`, plane-wave orbitals at each grid depth (the
+    bands orbitals of `qernel.pretrain.make_targets` today; any other orbitals, e.g. Hartree–Fock,
+    in the same form). Returns (state with the fitted params and the moved walkers; optimiser
+    state and step untouched, losses (pretrain_steps,), dimensionless).
+    """
+    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    rep = parallel.replicated(mesh)
+    tables = jax.device_put(jax.tree.map(lambda a: jnp.asarray(a, _complex_or(a, dtype)), targets.tables), rep)
+    pre, opt = _jit_pretrain(system, wf, cfg.pretrain_learning_rate, cfg.mcmc_steps, cfg.target_acceptance)
+    params, opt_state, walkers = state.params, jax.device_put(opt.init(state.params), rep), state.mcmc
+    losses = []
+    for i in range(cfg.pretrain_steps):
+        params, opt_state, walkers, loss = pre(params, opt_state, walkers, jax.random.fold_in(key, i), tables)
+        losses.append(float(loss))
+        if log is not None and ((i + 1) % cfg.log_every == 0 or i + 1 == cfg.pretrain_steps):
+            log(f"pretrain {i + 1}/{cfg.pretrain_steps}: orbital loss {losses[-1]:.6g}")
+    return state.replace(params=params, mcmc=walkers), np.asarray(losses)
+
+
+def burn_in(state: TrainState, system: System, wf, cfg: TrainConfig, key) -> TrainState:
+    """ceil(cfg.burn_in / cfg.mcmc_steps) Metropolis–Hastings blocks of the walkers under the
+    current params (block i uses fold_in(key, i)); the widths adapt."""
+    burn = jit_mcmc_step(system, wf.log_psi, cfg.mcmc_steps, cfg.target_acceptance)
+    walkers = state.mcmc
+    for i in range(-(-cfg.burn_in // cfg.mcmc_steps)):
+        walkers = burn(state.params, walkers, jax.random.fold_in(key, i))
+    return state.replace(mcmc=walkers)
+
+
+class TrainingDiverged(FloatingPointError):
+    """A step stayed non-finite after every retry and rollback; history: the good steps before it."""
+
+    def __init__(self, message: str, history: dict):
+        super().__init__(message)
+        self.history = history
+
+
+@dataclasses.dataclass
+class Fit:
+    """The outcome of `fit`: the final state (on the mesh), the history, the last step's record
+    (None if no step ran), the learning-rate scale reached and the rollbacks made."""
+
+    state: TrainState
+    history: dict
+    last: dict | None
+    lr_scale: float
+    rollbacks: int
+
+
+def fit(state: TrainState, history: dict, system: System, wf, depths, cfg: TrainConfig, key, mesh, *,
+        is_complex: bool, save: Callable[[Any, dict, dict], None], ckpt_dir: Path, log: RunLog, lr_scale: float = 1.0,
+        rollbacks: int = 0, callback: Callable[[int, dict], None] | None = None,
+        fault_injector: Callable[[int, int], Any] | None = None, bar=None) -> Fit:
+    """Optimise from `state` (on the mesh, at a checkpoint: step 0 or a resumed one) to cfg.steps.
+
+    Step t uses the key fold_in(key, t) (attempt a: fold_in(fold_in(key, t), a)), so the trajectory
+    does not depend on where a run was interrupted. A step whose local energies or update are
+    non-finite is redone from the same state with the next attempt's key, at most cfg.max_retries
+    times (`qernel.vmc.run_with_retries`). If every attempt fails, the parameters themselves are
+    likely broken by an earlier accepted update (e.g. a learning rate far too large), so redrawing
+    the random numbers cannot help: the run rolls back. Rollback r (r = 1, 2, ...) restores the
+    r-th newest checkpoint in ckpt_dir (the newest may already hold the broken parameters; the
+    oldest, step 0, if there are fewer), deletes the checkpoints after it (they belong to the
+    abandoned trajectory, so a resume cannot pick them up), and replays from there with the
+    learning rate × ROLLBACK_LR_FACTOR**r for the rest of the run, the step cap max_update_norm
+    too when it is on (a capped step would not shrink with the rate alone; the scale and the count are
+    saved in the checkpoints' meta, so a resumed run keeps them; the learning_rate history shows
+    the rate used). After MAX_ROLLBACKS rollbacks the next failure raises TrainingDiverged (a
+    FloatingPointError) naming the step, the depths with non-finite energies, the retries and the
+    rollbacks, carrying the good history.
+
+    save(host_state, history, meta): writes a checkpoint (every cfg.checkpoint_every steps and at
+    the end) into ckpt_dir; meta holds lr_scale and rollbacks. history: the run's history so far
+    (appended to). callback(step, record) after every accepted step; fault_injector(step, attempt) -> depth
+    indices whose local energies are set to NaN (a test hook); bar: a tqdm bar or None (then plain
+    log lines every cfg.log_every steps).
+    """
+    depths = np.asarray(depths, float)
+    n_depths, n_el = len(depths), system.n_electrons
+    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    rep = parallel.replicated(mesh)
+    step_fn = _jit_train_step(system, wf, _step_key(_scaled(cfg, lr_scale)), n_depths, is_complex, mesh)
+    last = None
+    t = int(jax.device_get(state.step)) + 1
+    while t <= cfg.steps:
+        t_step = time.time()
+
+        def attempt(key_a, a, t=t):
+            nonlocal state
+            bad = fault_injector(t, a) if fault_injector is not None else None
+            poison = np.zeros(n_depths)
+            if bad is not None:
+                poison[np.atleast_1d(np.asarray(bad, int))] = np.nan
+            state, stats = step_fn(state, key_a, jax.device_put(jnp.asarray(poison, dtype), rep))
+            return parallel.to_host(stats)
+
+
+        def rejected(stats):
+            if bool(stats["ok"]):
+                return None
+            bad_depths = [float(depths[d]) for d in np.flatnonzero(stats["nonfinite_per_depth"])]
+            return (f"non-finite local energies at depth(s) V = {bad_depths} E_M" if bad_depths
+                    else "a non-finite parameter update (all depths: energies finite)")
+
+        def on_reject(a, why, t=t):
+            log(f"step {t}: attempt {a + 1} rejected: {why}; retrying from the last good state", echo=True)
+
+        try:
+            stats, retries = run_with_retries(attempt, jax.random.fold_in(key, t), rejected, cfg.max_retries, on_reject)
+        except RetriesExhausted as err:
+            if rollbacks >= MAX_ROLLBACKS:
+                raise TrainingDiverged(
+                    f"training stopped at step {t}: {err.reason} in {err.attempts} attempts "
+                    f"(max_retries = {cfg.max_retries}), after {rollbacks} rollback(s) to the last checkpoint "
+                    f"with the learning rate and step cap × {lr_scale:g} (at most {MAX_ROLLBACKS})", history) from None
+            saved = [(s, p) for s, p in checkpoint.list_checkpoints(ckpt_dir) if s < t and checkpoint.verify(p)]
+            if not saved:
+                raise TrainingDiverged(f"training stopped at step {t}: {err.reason} in {err.attempts} attempts "
+                                       f"and no checkpoint to roll back to in {ckpt_dir}", history) from None
+            rollbacks += 1
+            lr_scale *= ROLLBACK_LR_FACTOR
+            back, path = saved[min(rollbacks, len(saved)) - 1]  # newest first: go back further each time
+            raw = checkpoint.load(path)
+            state = parallel.place(jax.tree.map(jnp.asarray, _restore(state, raw["state"])), mesh, WALKER_AXES)
+            history = {k: np.asarray(v) for k, v in raw["history"].items()}
+            for s, p in saved:
+                if s > back:
+                    p.unlink(missing_ok=True)  # the abandoned trajectory's checkpoints
+            log(f"step {t}: {err.reason} in {err.attempts} attempts: rolling back to the checkpoint at step {back} "
+                f"with the learning rate and step cap × {lr_scale:g} (rollback {rollbacks} of at most {MAX_ROLLBACKS})", echo=True)
+            step_fn = _jit_train_step(system, wf, _step_key(_scaled(cfg, lr_scale)), n_depths, is_complex, mesh)
+            if bar is not None:
+                bar.n = back
+                bar.refresh()
+            t = back + 1
+            continue
+        e_d = stats["energy_per_depth"] / n_el
+        record = {
+            "step": t, "energy": float(np.mean(e_d)), "variance": float(np.mean(stats["variance_per_depth"])),
+            "acceptance": float(np.sum(stats["acceptance_per_depth"] * stats["walkers_per_depth"]) / cfg.batch_size),
+            "learning_rate": float(stats["learning_rate"]), "update_norm": float(stats["update_norm"]),
+            "moe_loss": float(stats["moe_loss"]), "retries": retries, "wall_time": time.time() - t_step,
+            "energy_per_depth": e_d, "variance_per_depth": stats["variance_per_depth"],
+            "acceptance_per_depth": stats["acceptance_per_depth"], "walkers_per_depth": stats["walkers_per_depth"],
+            "width_per_depth": stats["width_per_depth"], "expert_usage": stats["expert_usage"],
+        }
+        _append(history, record)
+        last = record
+        line = (f"step {t}/{cfg.steps} E/N {record['energy']:.6f} var {record['variance']:.3e} "
+                f"acc {record['acceptance']:.3f} lr {record['learning_rate']:.3g} | "
+                + " ".join(f"V={v:g}: {e:.5f}/{s:.2e}/{a:.2f}" for v, e, s, a in
+                           zip(depths, e_d, stats["variance_per_depth"], stats["acceptance_per_depth"])))
+        log.write(line)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(E=f"{record['energy']:.5f}", var=f"{record['variance']:.2e}",
+                            acc=f"{record['acceptance']:.2f}")
+        elif t % cfg.log_every == 0 or t == cfg.steps:
+            print(line, flush=True)
+        if cfg.depth_weighting == "variance" and t % cfg.reweight_every == 0 and n_depths > 1:
+            state = _reweight(state, depths, cfg, mesh, dtype, log, t)
+        if t % cfg.checkpoint_every == 0 or t == cfg.steps:
+            save(parallel.to_host(state), history, {"lr_scale": lr_scale, "rollbacks": rollbacks})
+        if callback is not None:
+            callback(t, record)
+        t += 1
+    return Fit(state, history, last, lr_scale, rollbacks)
+
+
 # -- the driver ----------------------------------------------------------------------------------------
 
 def run_training(system: System, wf, depths, cfg: TrainConfig, out_dir, seed: int = 0, attrs: dict | None = None,
                  progress: bool | None = None, *, callback: Callable[[int, dict], None] | None = None,
-                 fault_injector: Callable[[int, int], Any] | None = None, mesh=None) -> TrainResult:
+                 fault_injector: Callable[[int, int], Any] | None = None, mesh=None, init_params=None,
+                 targets: TargetOrbitals | None = None) -> TrainResult:
     """Train `wf` on all `depths` (E_M) at once; resume from out_dir/checkpoints if there are any.
 
+    The stages: `start_params` and `init_state` → `pretrain_orbitals` (if cfg.pretrain_steps > 0 and wf has
+    orbitals) → `burn_in` → checkpoint at step 0 → `fit`; then train.nc and model.msgpack.
     wf: an object with init(key), log_psi(params, x, cond), apply(params, x, cond) -> (phase,
     logabs, aux) and orbitals(params, x, cond) (qernel.model.Wavefunction). attrs: global attrs of
     train.nc (provenance; see qernel.io.provenance_attrs). progress: None = a tqdm bar on a TTY,
@@ -491,16 +720,23 @@ def run_training(system: System, wf, depths, cfg: TrainConfig, out_dir, seed: in
     accepted step with the host record (tests use it to interrupt a run). fault_injector(step,
     attempt) -> depth indices (or None): the local energies of those depths are set to NaN for that
     attempt (a test hook for the NaN guard). mesh: a 1-D device mesh (default: all local devices).
+    init_params: starting parameters (fine-tuning; default wf.init). targets: the orbital
+    pretraining targets (default: the bands orbitals of `qernel.pretrain.make_targets` at
+    `depths`, aligned to wf.reference.depth when the model has one).
+
+    Raises ValueError (batch_size against devices × depths; a checkpoint of another run in
+    out_dir) and FloatingPointError (a step non-finite after every retry and rollback, see `fit`).
     """
     if isinstance(cfg, dict):
         cfg = TrainConfig.from_dict(cfg)
     ctx = jax.enable_x64(True) if cfg.dtype == "float64" else contextlib.nullcontext()
     with ctx:
         return _run(system, wf, np.atleast_1d(np.asarray(depths, float)), cfg, Path(out_dir), seed, attrs,
-                    progress, callback, fault_injector, mesh)
+                    progress, callback, fault_injector, mesh, init_params, targets)
 
 
-def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, fault_injector, mesh):
+def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, fault_injector, mesh, init_params,
+         targets):
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     n_depths = len(depths)
     mesh = parallel.make_mesh() if mesh is None else mesh
@@ -509,30 +745,21 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     use_bar = (sys.stderr.isatty() if progress is None else bool(progress))
-    log = _Log(out_dir / "train.log", echo=not use_bar)
+    log = RunLog(out_dir / "train.log", echo=not use_bar)
     attrs = dict(_default_attrs(system, cfg, depths) if attrs is None else attrs)
     n_el = system.n_electrons
 
-    root = jax.random.PRNGKey(seed)
-    k_train, k_init, k_pre, k_burn, k_params = (jax.random.fold_in(root, i) for i in range(1, 6))
-    params0 = _cast_floats(wf.init(k_params), dtype)
-    x0 = jnp.zeros((n_el, 2), dtype)
-    c0 = jnp.asarray([depths[0]], dtype)
-    is_complex = jnp.iscomplexobj(jax.eval_shape(wf.log_psi, params0, x0, c0))
-    _, _, aux0 = jax.eval_shape(wf.apply, params0, x0, c0)
-    usage_shape = tuple(aux0["expert_counts"].shape) if isinstance(aux0, dict) and "expert_counts" in aux0 else (1, 1)
+    keys = train_keys(seed)
+    params0 = start_params(wf, cfg, keys, init_params)
+    is_complex, usage_shape = _model_facts(wf, params0, n_el, float(depths[0]), dtype)
     opt0 = sr_init(params0) if cfg.optimizer == "sr" else make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap).init(params0)
-
-    group0 = np.arange(cfg.batch_size) % n_depths
-    cond0 = jnp.asarray(depths[group0][:, None], dtype)
-    walkers0 = init_walkers(k_init, system, cond0, group0, n_depths, cfg.init_width, dtype=dtype)
-    template = TrainState(params0, opt0, walkers0, jnp.zeros((), jnp.int32), jnp.zeros(n_depths, dtype))
-
+    template = init_state(system, depths, cfg, keys, params0, opt0)
     log(f"devices: {n_dev} × {jax.devices()[0].platform} ({jax.devices()[0].device_kind}); "
         f"depths {[round(float(v), 6) for v in depths]}; batch {cfg.batch_size}; {cfg.optimizer}; dtype {cfg.dtype}; "
         f"N = {n_el}; complex ψ: {bool(is_complex)}")
 
     history = _empty_history(n_depths, usage_shape)
+    lr_scale, rollbacks = 1.0, 0
     resume = checkpoint.latest(ckpt_dir)
     if resume is not None:
         raw = checkpoint.load(resume)
@@ -547,112 +774,53 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
             raise ValueError(f"{resume}: checkpoint was written with seed {meta['seed']}, not {seed}")
         state = jax.tree.map(jnp.asarray, _restore(template, raw["state"]))
         history = {k: np.asarray(v) for k, v in raw["history"].items()}
-        start = int(state.step)
-        log(f"resumed from {resume.name} at step {start}")
+        lr_scale, rollbacks = float(meta.get("lr_scale", 1.0)), int(meta.get("rollbacks", 0))
+        log(f"resumed from {resume.name} at step {int(state.step)}"
+            + (f" (learning rate and step cap × {lr_scale:g} after {rollbacks} rollback(s))" if rollbacks else ""))
     else:
         state = template
-        start = 0
-    state = _place(state, mesh)
+    state = parallel.place(state, mesh, WALKER_AXES)
 
-    step_fn = _jit_train_step(system, wf, _step_key(cfg), n_depths, bool(is_complex), mesh)
-    rep = parallel.replicated(mesh)
-
-    def save_ckpt(st: TrainState, hist: dict):
-        step = int(st.step)
-        tree = {"state": parallel.to_host(st), "history": hist,
+    def save(host: TrainState, hist: dict, extra: dict):
+        tree = {"state": host, "history": hist,
                 "meta": {"seed": seed, "depths": depths, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
-                         "config": json.dumps(cfg.to_dict(), sort_keys=True), "n_electrons": n_el}}
-        checkpoint.save(checkpoint.checkpoint_path(ckpt_dir, step), tree)
+                         "config": json.dumps(cfg.to_dict(), sort_keys=True), "n_electrons": n_el, **extra}}
+        checkpoint.save(checkpoint.checkpoint_path(ckpt_dir, int(host.step)), tree)
         write_netcdf(_dataset(hist, depths, system, cfg), out_dir / "train.nc", attrs)
+
 
     if resume is None:
         t0 = time.time()
         if cfg.pretrain_steps > 0 and hasattr(wf, "orbitals"):
-            ref_depth = getattr(getattr(wf, "reference", None), "depth", None)
-            targets = make_targets(system, depths, reference_depth=ref_depth,
-                                   shells=DEFAULT_SHELLS if cfg.pretrain_shells is None else cfg.pretrain_shells)
-            tables = jax.device_put(jax.tree.map(lambda a: jnp.asarray(a, _complex_or(a, dtype)), targets.tables), rep)
-            pre, opt = _jit_pretrain(system, wf, cfg.pretrain_learning_rate, cfg.mcmc_steps, cfg.target_acceptance)
-            params, opt_state, walkers = state.params, jax.device_put(opt.init(state.params), rep), state.mcmc
-            losses = []
-            for i in range(cfg.pretrain_steps):
-                params, opt_state, walkers, loss = pre(params, opt_state, walkers, jax.random.fold_in(k_pre, i), tables)
-                losses.append(float(loss))
-                if (i + 1) % cfg.log_every == 0 or i + 1 == cfg.pretrain_steps:
-                    log(f"pretrain {i + 1}/{cfg.pretrain_steps}: orbital loss {losses[-1]:.6g}")
-            history["pretrain_loss"] = np.asarray(losses)
-            state = state.replace(params=params, mcmc=walkers)
-        burn = _jit_mcmc(system, wf, cfg.mcmc_steps, cfg.target_acceptance)
-        walkers = state.mcmc
-        for i in range(-(-cfg.burn_in // cfg.mcmc_steps)):
-            walkers = burn(state.params, walkers, jax.random.fold_in(k_burn, i))
-        state = state.replace(mcmc=walkers)
-        acc = np.asarray(walkers.acceptance)
+            if targets is None:
+                ref_depth = getattr(getattr(wf, "reference", None), "depth", None)
+                targets = make_targets(system, depths, reference_depth=ref_depth,
+                                       shells=DEFAULT_SHELLS if cfg.pretrain_shells is None else cfg.pretrain_shells)
+            state, losses = pretrain_orbitals(state, targets, system, wf, cfg, keys.pretrain, mesh, log)
+            history["pretrain_loss"] = losses
+        state = burn_in(state, system, wf, cfg, keys.burn_in)
+        acc = np.asarray(state.mcmc.acceptance)
         log(f"pretraining + burn-in done in {time.time() - t0:.1f} s; acceptance per depth {[round(float(a), 3) for a in acc]}")
-        save_ckpt(state, history)
+        save(parallel.to_host(state), history, {"lr_scale": lr_scale, "rollbacks": rollbacks})
 
+    start = int(jax.device_get(state.step))
     bar = None
     if use_bar and cfg.steps > start:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True, file=sys.stderr)
-    last = None
     try:
-        for t in range(start + 1, cfg.steps + 1):
-            t_step = time.time()
-            key_t = jax.random.fold_in(k_train, t)
-            for attempt in range(cfg.max_retries + 1):
-                bad = fault_injector(t, attempt) if fault_injector is not None else None
-                poison = np.zeros(n_depths)
-                if bad is not None:
-                    poison[np.atleast_1d(np.asarray(bad, int))] = np.nan
-                state, stats = step_fn(state, jax.random.fold_in(key_t, attempt), jax.device_put(jnp.asarray(poison, dtype), rep))
-                stats = parallel.to_host(stats)
-                if bool(stats["ok"]):
-                    break
-                bad_depths = [float(depths[d]) for d in np.flatnonzero(stats["nonfinite_per_depth"])]
-                what = (f"non-finite local energies at depth(s) V = {bad_depths} E_M" if bad_depths
-                        else "a non-finite parameter update (all depths: energies finite)")
-                log(f"step {t}: attempt {attempt + 1} rejected: {what}; retrying from the last good state", echo=True)
-            else:
-                write_netcdf(_dataset(history, depths, system, cfg), out_dir / "train.nc", attrs)
-                raise FloatingPointError(
-                    f"training stopped at step {t}: {what} in {cfg.max_retries + 1} attempts "
-                    f"(max_retries = {cfg.max_retries}); last good checkpoint in {ckpt_dir}")
-            e_d = stats["energy_per_depth"] / n_el
-            record = {
-                "step": t, "energy": float(np.mean(e_d)), "variance": float(np.mean(stats["variance_per_depth"])),
-                "acceptance": float(np.sum(stats["acceptance_per_depth"] * stats["walkers_per_depth"]) / cfg.batch_size),
-                "learning_rate": float(stats["learning_rate"]), "update_norm": float(stats["update_norm"]),
-                "moe_loss": float(stats["moe_loss"]), "retries": attempt, "wall_time": time.time() - t_step,
-                "energy_per_depth": e_d, "variance_per_depth": stats["variance_per_depth"],
-                "acceptance_per_depth": stats["acceptance_per_depth"], "walkers_per_depth": stats["walkers_per_depth"],
-                "width_per_depth": stats["width_per_depth"], "expert_usage": stats["expert_usage"],
-            }
-            _append(history, record)
-            last = record
-            line = (f"step {t}/{cfg.steps} E/N {record['energy']:.6f} var {record['variance']:.3e} "
-                    f"acc {record['acceptance']:.3f} lr {record['learning_rate']:.3g} | "
-                    + " ".join(f"V={v:g}: {e:.5f}/{s:.2e}/{a:.2f}" for v, e, s, a in
-                               zip(depths, e_d, stats["variance_per_depth"], stats["acceptance_per_depth"])))
-            log.f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
-            log.f.flush()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(E=f"{record['energy']:.5f}", var=f"{record['variance']:.2e}",
-                                acc=f"{record['acceptance']:.2f}")
-            elif t % cfg.log_every == 0 or t == cfg.steps:
-                print(line, flush=True)
-            if cfg.depth_weighting == "variance" and t % cfg.reweight_every == 0 and n_depths > 1:
-                state = _reweight(state, depths, cfg, mesh, dtype, log, t)
-            if t % cfg.checkpoint_every == 0 or t == cfg.steps:
-                save_ckpt(state, history)
-            if callback is not None:
-                callback(t, record)
+        result = fit(state, history, system, wf, depths, cfg, keys.train, mesh, is_complex=bool(is_complex),
+                     save=save, ckpt_dir=ckpt_dir, log=log, lr_scale=lr_scale, rollbacks=rollbacks, callback=callback,
+                     fault_injector=fault_injector, bar=bar)
+    except TrainingDiverged as err:
+        write_netcdf(_dataset(err.history, depths, system, cfg), out_dir / "train.nc", attrs)  # the good history
+        raise FloatingPointError(f"{err}; last good checkpoint in {ckpt_dir}") from None
     finally:
         if bar is not None:
             bar.close()
 
+    state, history, last = result.state, result.history, result.last
     host = parallel.to_host(state)
     final_step = int(host.step)
     if last is None and len(history["step"]):
@@ -668,6 +836,101 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
     final_e = np.asarray(last["energy_per_depth"]) if last is not None else np.full(n_depths, np.nan)
     return TrainResult(host.params, final_step, history, host.mcmc, depths, out_dir, out_dir / "train.nc",
                        model_path, final_e)
+
+
+# -- fine-tuning: training at one depth from given parameters ---------------------------------------------
+
+def check_finetune_options(options) -> None:
+    """Raise ValueError naming `finetune.<key>` for each key of the evaluation's `finetune:` mapping
+    that is not a training option (a TrainConfig field). The keys the evaluation sets itself
+    (steps, pretrain_steps) are refused by `qernel.evaluate.EvalConfig`."""
+    if not isinstance(options, dict):
+        raise ValueError(f"finetune must be a mapping of training options, got {options!r}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown finetune key(s) {['finetune.' + k for k in unknown]}; known: {sorted(known)}")
+
+
+def finetune_config(cfg, metadata: dict | None = None, dtype: str | None = None) -> TrainConfig:
+    """The `TrainConfig` of fine-tuning at one depth.
+
+    cfg: the evaluation's options (a `qernel.evaluate.EvalConfig`: finetune_steps, finetune,
+    batch_size, laplacian, max_vmap_batch_size, target_acceptance, dtype are read). Starts from
+    the pretraining's options recorded in the model file's `metadata` (unknown ones dropped),
+    sets steps = finetune_steps, no orbital pretraining, the batch_size, laplacian,
+    max_vmap_batch_size and dtype of the evaluation (dtype: the argument, else cfg.dtype, else the
+    recorded one, else float32), a uniform depth weighting; then `cfg.finetune` wins. Without a
+    `finetune.learning_rate` the rate continues where the pretraining's schedule ended,
+    η/(1 + steps/lr_decay_steps) (or is the default of another optimizer chosen in `finetune`).
+    Raises ValueError naming a bad `finetune.<key>` (`check_finetune_options`) or value.
+    """
+    check_finetune_options(cfg.finetune)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    base = {k: v for k, v in recorded_train_config(metadata or {}).items() if k in known}
+    try:
+        pre = TrainConfig.from_dict(base)
+    except (ValueError, TypeError) as err:
+        _log.warning("ignoring the pretraining options of the model file (%s); fine-tuning from defaults", err)
+        base, pre = {}, TrainConfig()
+    dtype = dtype or cfg.dtype or recorded_dtype(metadata) or "float32"
+    d = {**base, "steps": int(cfg.finetune_steps), "pretrain_steps": 0, "batch_size": int(cfg.batch_size),
+         "laplacian": cfg.laplacian, "max_vmap_batch_size": int(cfg.max_vmap_batch_size),
+         "dtype": dtype, "depth_weighting": "uniform",
+         "target_acceptance": float(cfg.target_acceptance),
+         "checkpoint_every": min(pre.checkpoint_every, max(1, cfg.finetune_steps // 10)),
+         "log_every": max(1, cfg.finetune_steps // 10)}
+    d.update(cfg.finetune)
+    if "learning_rate" not in cfg.finetune:
+        if d.get("optimizer", pre.optimizer) == pre.optimizer:
+            lr = pre.lr  # continue the pretraining's schedule where it ended
+            if pre.lr_decay_steps and pre.lr_decay_steps > 0:
+                lr = lr / (1.0 + pre.steps / pre.lr_decay_steps)
+            d["learning_rate"] = float(lr)
+        else:
+            d["learning_rate"] = None  # another optimizer: its own default
+    return TrainConfig.from_dict(d)
+
+
+def finetune(system: System, wf, params, depth: float, cfg, metadata: dict, out_dir, *, seed: int = 0,
+             dtype: str | None = None, attrs: dict | None = None, mesh=None) -> tuple[Any, dict]:
+    """Fine-tune `wf` at the single depth V (E_M) from `params`; the `qernel.evaluate.Finetune` seam.
+
+    cfg: the evaluation's options (see `finetune_config`); metadata: the model file's. Runs
+    `run_training(system, wf, [depth], finetune_config(cfg, metadata, dtype), out_dir,
+    init_params=params)`: its checkpoints, train.nc and train.log in out_dir, so a rerun resumes
+    (or finds the finished run). Returns (tuned params (host arrays), the TrainConfig used as a
+    mapping). Raises what `finetune_config` and `run_training` raise.
+    """
+    tcfg = finetune_config(cfg, metadata, dtype)
+    out_dir = Path(out_dir)
+    _log.info("fine-tuning %d steps at V = %.6g E_M in %s (learning rate %.4g, %s)", tcfg.steps, depth, out_dir,
+              tcfg.lr, tcfg.optimizer)
+    t0 = time.time()
+    result = run_training(system, wf, np.array([float(depth)]), tcfg, out_dir, seed=int(seed), attrs=attrs,
+                          progress=False, mesh=mesh, init_params=params)
+    _log.info("fine-tuning done in %.1f s: E/N = %.6f E_M at the last step", time.time() - t0,
+              float(np.asarray(result.final_energy_per_depth)[0]))
+    return result.params, tcfg.to_dict()
+
+
+def _model_facts(wf, params, n_electrons: int, depth0: float, dtype) -> tuple[bool, tuple]:
+    """(is ψ complex, shape (L, E) of the model's expert counts; (1, 1) without MoE), from shapes only."""
+    x0 = jnp.zeros((n_electrons, 2), dtype)
+    c0 = jnp.asarray([depth0], dtype)
+    is_complex = jnp.iscomplexobj(jax.eval_shape(wf.log_psi, params, x0, c0))
+    _, _, aux0 = jax.eval_shape(wf.apply, params, x0, c0)
+    usage_shape = tuple(aux0["expert_counts"].shape) if isinstance(aux0, dict) and "expert_counts" in aux0 else (1, 1)
+    return bool(is_complex), usage_shape
+
+
+def _scaled(cfg: TrainConfig, lr_scale: float) -> TrainConfig:
+    """cfg with its step made lr_scale times smaller: the learning rate and, when it is on, the step
+    cap max_update_norm (a capped step would not shrink with the rate alone); cfg itself at scale 1."""
+    if lr_scale == 1.0:
+        return cfg
+    cap = cfg.update_cap * lr_scale if cfg.update_cap > 0 else cfg.max_update_norm
+    return dataclasses.replace(cfg, learning_rate=cfg.lr * lr_scale, max_update_norm=cap)
 
 
 def _plain(obj):

@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qernel.loss import make_local_energy
+from qernel.hamiltonian import make_complex_local_energy
 from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
 
 
 @functools.lru_cache(maxsize=16)
 def _compiled(system, log_psi, mcmc_steps, laplacian):
     step = jax.jit(make_mcmc_step(log_psi, system, mcmc_steps))
-    energy = jax.jit(jax.vmap(make_local_energy(system, log_psi, laplacian), in_axes=(None, 0, 0)))
+    energy = jax.jit(jax.vmap(make_complex_local_energy(system, log_psi, laplacian), in_axes=(None, 0, 0)))
     return step, energy
 
 

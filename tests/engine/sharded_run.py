@@ -74,7 +74,8 @@ def main():
     state = train.TrainState(b.params, sr_init(b.params), b.mcmc, jnp.asarray(4, jnp.int32), jnp.zeros(2))
     step = train._jit_train_step(system, wf, train._step_key(cfg), 2, True, two)
     with jax.enable_x64(True):
-        out, _ = step(train._place(jax.tree.map(jnp.asarray, state), two), jax.random.PRNGKey(0), jnp.zeros(2))
+        out, _ = step(parallel.place(jax.tree.map(jnp.asarray, state), two, train.WALKER_AXES), jax.random.PRNGKey(0),
+                      jnp.zeros(2))
     walkers = out.mcmc.positions
     report["params_replicated"] = all(len(p.sharding.device_set) == 2 and p.sharding.is_fully_replicated
                                       for p in jax.tree.leaves(out.params))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from qernel.bands import noninteracting_ground_state, slater_log_psi
-from qernel.hamiltonian import make_local_energy as reference_local_energy
+from qernel.hamiltonian import make_complex_local_energy, make_local_energy
 from qernel.lattice import Supercell
 from qernel.groups import centre, group_mean, group_median, group_stats
-from qernel.loss import centred_local_energies, clip_values, make_energy_loss, make_local_energy
+from qernel.loss import centred_local_energies, clip_values, make_energy_loss
 from qernel.system import System
 
 
@@ -67,8 +67,8 @@ def test_local_energy_matches_hamiltonian_module(x64):
 
     x = jnp.asarray(system.supercell.to_cart(np.random.default_rng(2).uniform(size=(3, 2))))
     cond = jnp.asarray([1.5])
-    ours = jax.jit(make_local_energy(system, perturbed))(None, x, cond)
-    ref = jax.jit(reference_local_energy(system, perturbed))(None, x, cond)
+    ours = jax.jit(make_complex_local_energy(system, perturbed))(None, x, cond)
+    ref = jax.jit(make_local_energy(system, perturbed))(None, x, cond)
     for a, b in zip(ours.components, ref):
         assert float(a) == pytest.approx(float(b), rel=1e-12)
     assert abs(float(ours.imag)) > 1e-3
@@ -96,7 +96,7 @@ def test_gradient_of_a_phase_parameter_known_answer(x64):
     group = jnp.asarray(np.repeat([0, 1], n // 2))
     cond = jnp.where(group[:, None] == 0, 1.0, 2.0)
     params = {"theta": jnp.asarray(0.7)}
-    le = jax.vmap(make_local_energy(system, log_psi), in_axes=(None, 0, 0))(params, x, cond)
+    le = jax.vmap(make_complex_local_energy(system, log_psi), in_axes=(None, 0, 0))(params, x, cond)
     # E per group: ¼ θ² c² |G|²
     mean = group_stats(le.real, group, 2)[0]
     np.testing.assert_allclose(mean, [0.25 * 0.49 * g2, 0.25 * 0.49 * 4 * g2], rtol=0.03)

@@ -1,5 +1,7 @@
 """Checkpoint/resume (bit-identical), corrupt checkpoints, the NaN/inf guard, outputs."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -108,9 +110,13 @@ def test_a_poisoned_step_is_retried(pair_system, wf, reference, tmp_path):
     assert "step 2: attempt 1 rejected: non-finite local energies at depth(s) V = [1.5]" in log
 
 
-def test_repeated_failure_stops_naming_step_and_depth(pair_system, wf, tmp_path):
+def test_repeated_failure_stops_naming_step_and_depth(pair_system, wf, tmp_path, monkeypatch):
+    import qernel.train as train
+
+    monkeypatch.setattr(train, "MAX_ROLLBACKS", 1)  # each rollback compiles a step with a smaller rate
     always = lambda step, attempt: [1] if step == 2 else None
-    with pytest.raises(FloatingPointError, match=r"step 2: non-finite local energies at depth\(s\) V = \[1.5\]"):
+    with pytest.raises(FloatingPointError, match=r"step 2: non-finite local energies at depth\(s\) V = \[1.5\] E_M "
+                                                 r"in 4 attempts \(max_retries = 3\), after 1 rollback\(s\)"):
         run_training(pair_system, wf, DEPTHS, CFG, tmp_path, seed=3, fault_injector=always)
     ds = xr.open_dataset(tmp_path / "train.nc")
     assert list(ds.step.values) == [1]  # the good history is kept
@@ -147,3 +153,80 @@ def test_variance_weighting_moves_walkers_to_the_noisier_depth(reference):
     assert walkers[0].tolist() == [8, 8]  # uniform until the first re-split (after step 2)
     noisier = int(np.argmax(variance[:2].mean(axis=0)))
     assert walkers[-1][noisier] > 8
+
+
+def _fail_first_time_through(step_to_fail, n_attempts):
+    """A fault injector that poisons every attempt of `step_to_fail` the first time it is reached
+    (as broken parameters would), and nothing after a rollback."""
+    calls = []
+
+    def inject(step, attempt):
+        if step == step_to_fail and len(calls) < n_attempts:
+            calls.append(attempt)
+            return [0, 1]
+        return None
+
+    return inject
+
+
+def test_a_step_failing_every_retry_rolls_back_with_half_the_learning_rate(pair_system, wf, reference, tmp_path):
+    """Issue 15 item 7, the mechanics: every retry of step 2 fails, so the run goes back to the
+    newest checkpoint before it (step 0), replays with half the learning rate and step cap for the
+    rest of the run, and finishes (the cap binds here: halving the rate alone would change
+    nothing); a run killed after the rollback resumes with the halved rate and ends bit
+    for bit where the uninterrupted one does."""
+    n_attempts = CFG.max_retries + 1
+    res = run_training(pair_system, wf, DEPTHS, CFG, tmp_path / "a", seed=3,
+                       fault_injector=_fail_first_time_through(2, n_attempts))
+    assert res.step == 6 and res.history["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    ref = reference.history
+    np.testing.assert_allclose(res.history["learning_rate"], 0.5 * ref["learning_rate"], rtol=1e-6)
+    # step 1 measures with the parameters of the checkpoint (the same as the reference's); later steps differ
+    assert res.history["energy"][0] == ref["energy"][0] and res.history["energy"][1] != ref["energy"][1]
+    assert res.history["retries"].tolist() == [0] * 6  # the replayed step 2 went through at once
+    log = (tmp_path / "a" / "train.log").read_text()
+    assert (f"step 2: non-finite local energies at depth(s) V = [0.5, 1.5] E_M in {n_attempts} attempts: rolling "
+            "back to the checkpoint at step 0 with the learning rate and step cap × 0.5 (rollback 1 of at most 3)") in log
+    meta = checkpoint.load(tmp_path / "a" / "checkpoints" / "ckpt_00000006.msgpack")["meta"]
+    assert float(meta["lr_scale"]) == 0.5 and int(meta["rollbacks"]) == 1
+
+    def kill(step, record):
+        if step == 5:  # after the checkpoint at step 3 (written after the rollback)
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        run_training(pair_system, wf, DEPTHS, CFG, tmp_path / "b", seed=3, callback=kill,
+                     fault_injector=_fail_first_time_through(2, n_attempts))
+    resumed = run_training(pair_system, wf, DEPTHS, CFG, tmp_path / "b", seed=3)
+    _assert_same_params(resumed.params, res.params)
+    np.testing.assert_array_equal(resumed.history["learning_rate"], res.history["learning_rate"])
+    assert "(learning rate and step cap × 0.5 after 1 rollback(s))" in (tmp_path / "b" / "train.log").read_text()
+
+
+def test_a_diverging_learning_rate_rolls_back_then_stops_in_one_line(pair_system, wf, tmp_path, monkeypatch):
+    """Issue 15 item 7, the example: learning_rate 1e6 with no step cap. The first updates are
+    accepted but leave parameters whose local energies are NaN at every later attempt; the run
+    rolls back further at each failure, with the rate halved each time (here at most once, to
+    keep the test cheap), then stops with one line naming the step, the depths and the rollbacks.
+    The checkpoint it went back to and the good history stay."""
+    import qernel.train as train
+
+    monkeypatch.setattr(train, "MAX_ROLLBACKS", 1)
+    cfg = TrainConfig.from_dict({**CFG.to_dict(), "learning_rate": 1.0e6, "max_update_norm": 0, "pretrain_steps": 0,
+                                 "depth_weighting": "uniform", "max_retries": 1})
+    with pytest.raises(FloatingPointError) as info:
+        run_training(pair_system, wf, DEPTHS, cfg, tmp_path, seed=3)
+    message = str(info.value)
+    assert "\n" not in message
+    assert re.search(r"^training stopped at step \d: non-finite local energies at depth\(s\) V = \[[0-9., ]+\] E_M "
+                     r"in 2 attempts \(max_retries = 1\), after 1 rollback\(s\) to the last checkpoint with the "
+                     r"learning rate and step cap × 0.5 \(at most 1\); last good checkpoint in ", message), message
+    log = (tmp_path / "train.log").read_text()
+    assert "rolling back to the checkpoint at step 0 with the learning rate and step cap × 0.5 (rollback 1 of at most 1)" in log
+    lr = [float(v) for v in re.findall(r"step \d/6 .* lr ([0-9.e+]+)", log)]
+    assert lr[0] == pytest.approx(1e6, rel=1e-2) and lr[-1] == pytest.approx(5e5, rel=1e-2)  # before, after
+    assert checkpoint.latest(tmp_path / "checkpoints").name == "ckpt_00000000.msgpack"
+    ds = xr.open_dataset(tmp_path / "train.nc")
+    failed_at = int(re.search(r"stopped at step (\d)", message).group(1))
+    assert list(ds.step.values) == list(range(1, failed_at))  # the replayed good steps are kept
+    ds.close()

@@ -1,10 +1,12 @@
-"""EvalConfig: defaults, validation with the offending key named, the fine-tuning options."""
+"""EvalConfig: defaults, validation with the offending key named, the fine-tuning options
+(`qernel.train.finetune_config`: fine-tuning is training, built from the evaluation's options)."""
 
 import dataclasses
 
 import pytest
 
-from qernel.evaluate import EvalConfig, finetune_config, resolve_dtype
+from qernel.evaluate import EvalConfig, resolve_dtype
+from qernel.train import check_finetune_options, finetune_config
 
 
 def test_defaults_and_steps():
@@ -31,7 +33,6 @@ def test_defaults_and_steps():
     ({"dtype": "float16"}, "dtype"),
     ({"density_bins": [4, 0]}, "density_bins"),
     ({"target_acceptance": 1.0}, "target_acceptance"),
-    ({"finetune": {"learning_rat": 0.1}}, "finetune.learning_rat"),
     ({"finetune": {"steps": 10}}, "finetune_steps"),
     ({"finetune": {"pretrain_steps": 10}}, "finetune.pretrain_steps"),
     ({"finetune": [1]}, "finetune"),
@@ -39,6 +40,17 @@ def test_defaults_and_steps():
 def test_bad_keys_are_named(mapping, key):
     with pytest.raises(ValueError, match=key):
         EvalConfig.from_dict(mapping)
+
+
+def test_unknown_finetune_keys_are_named():
+    """The training options of `finetune:` are checked by the training module (the evaluation does
+    not import it): check_finetune_options, and finetune_config before any fine-tuning."""
+    with pytest.raises(ValueError, match=r"finetune\.learning_rat"):
+        check_finetune_options({"learning_rat": 0.1})
+    cfg = EvalConfig.from_dict({"finetune_steps": 4, "finetune": {"learning_rat": 0.1}})
+    with pytest.raises(ValueError, match=r"finetune\.learning_rat"):
+        finetune_config(cfg, {})
+    check_finetune_options({"learning_rate": 0.1, "optimizer": "adam"})  # known keys pass
 
 
 def test_finetune_config_continues_the_pretraining():
@@ -62,3 +74,15 @@ def test_finetune_config_continues_the_pretraining():
     assert resolve_dtype(EvalConfig(), meta) == "float64"
     assert resolve_dtype(EvalConfig(dtype="float32"), meta) == "float32"
     assert resolve_dtype(EvalConfig(), {}) == "float32"
+
+
+def test_evaluation_does_not_import_training():
+    """The layering of docs/architecture.md: qernel.evaluate imports neither qernel.train nor
+    qernel.pretrain (what both drivers need lives in qernel.vmc and qernel.parallel)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, qernel.evaluate; bad = [m for m in ('qernel.train', 'qernel.pretrain', 'qernel.optim') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -20,6 +20,7 @@ from qernel.aggregate import aggregate
 from qernel.evaluate import EvalConfig, SamplingInterrupted, evaluate_depth, work_dir
 from qernel.hamiltonian import potential_energies
 from qernel.observables import compute_observables
+from qernel.train import finetune as train_finetune
 
 from .models import SlaterModel
 
@@ -49,7 +50,8 @@ def _run(setup, v, out, callback=None, seed=11, **overrides):
     system, model, folder, models = setup
     cfg = EvalConfig.from_dict({**CFG, **overrides})
     attrs = qio.provenance_attrs({"system": _system_meta(system), "evaluate": CFG}, "test", 2.0)
-    return evaluate_depth(system, model, models[v], v, cfg, out, seed=seed, attrs=attrs, callback=callback)
+    return evaluate_depth(system, model, models[v], v, cfg, out, seed=seed, attrs=attrs, callback=callback,
+                          finetune=train_finetune)
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +187,10 @@ def test_missing_or_bad_checkpoint_is_a_clear_error(setup, tmp_path):
     other_system = checkpoint.save_model(tmp_path / "other.msgpack", model.params_at(1.0), meta)
     with pytest.raises(ValueError, match="another system"):
         evaluate_depth(system, model, other_system, 1.0, cfg, tmp_path / "evaluation.nc")
+    # fine-tuning needs the training function (the evaluation does not import qernel.train)
+    with pytest.raises(ValueError, match=r"finetune_steps = 2 needs a training function"):
+        evaluate_depth(system, model, models[1.0], 1.0, EvalConfig.from_dict({**CFG, "finetune_steps": 2}),
+                       tmp_path / "evaluation.nc")
     assert not (tmp_path / "evaluation.nc").exists()
 
 
