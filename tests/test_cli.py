@@ -162,19 +162,6 @@ def test_depth_seed_is_stable_under_grid_changes():
     assert all(0 <= s < 2**31 for s in seeds.values())
 
 
-def test_resume_checkpoints_are_kept_only_for_the_same_setup(tmp_path):
-    ckpts = tmp_path / "checkpoints"
-    cli._claim_checkpoints(ckpts, "aaa")  # a fresh run: the folder is claimed
-    assert (ckpts / cli.CHECKPOINT_MARKER).read_text().strip() == "aaa"
-    (ckpts / "ckpt_00000010.msgpack").write_bytes(b"x")
-    cli._claim_checkpoints(ckpts, "aaa")  # a restart of the same setup resumes
-    assert (ckpts / "ckpt_00000010.msgpack").is_file()
-    cli._claim_checkpoints(ckpts, "bbb")  # a changed setup starts afresh, keeping the old ones aside
-    assert not (ckpts / "ckpt_00000010.msgpack").exists()
-    assert (tmp_path / "checkpoints.previous" / "ckpt_00000010.msgpack").is_file()
-    assert (ckpts / cli.CHECKPOINT_MARKER).read_text().strip() == "bbb"
-
-
 def test_start_log_shows_only_what_the_stage_reads(caplog):
     """A stage's config snapshot holds only its own parts: the start log must not show defaults
     for the others (an evaluate batch of 512 in a pretrain log that the sweep never set)."""

@@ -296,5 +296,7 @@ def test_stage_snapshots_load_without_the_pretraining_batch(tmp_path, stage):
     path.write_text(qc.sweep_snapshot("t", raw["sweeps"]["t"], stage))
     sweep = qc.load_sweep(path, "t", stage=stage)
     assert len(sweep.depths) == 9 and "pretrain" not in sweep.raw
-    with pytest.raises(qc.ConfigError, match="pretrain.batch_size"):  # the pretraining stage still checks it
-        qc.load_sweep(path, "t", stage="pretrain")
+    # read as the pretraining stage, the default batch (256) adapts to the 9 depths and says so
+    pre = qc.load_sweep(path, "t", stage="pretrain")
+    assert pre.pretrain.batch_size == 252 and pre.resolved["pretrain"]["batch_size"] == 252
+    assert any(n.startswith("pretrain.batch_size: the default 256 walkers") and "using 252" in n for n in pre.notes)
