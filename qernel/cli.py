@@ -66,11 +66,23 @@ def _existing(path, what: str) -> Path:
     return p
 
 
+def _configs(args) -> list[str]:
+    """The --config files of a command (repeatable; default config/config.yaml)."""
+    config = getattr(args, "config", None)
+    if not config:
+        return [DEFAULT_CONFIG_PATH]
+    return [config] if isinstance(config, (str, os.PathLike)) else list(config)
+
+
+def _config_label(args) -> str:
+    return " + ".join(map(str, _configs(args)))
+
+
 def _load(args, resolve: bool = True, stage: str | None = None):
     try:
-        return load_sweep(args.config, args.sweep, resolve=resolve, stage=stage)
+        return load_sweep(_configs(args), args.sweep, resolve=resolve, stage=stage)
     except ConfigError as e:
-        raise CLIError(str(e) if not e.key else f"{args.config}: {e}") from None
+        raise CLIError(str(e) if not e.key else f"{_config_label(args)}: {e}") from None
 
 
 def _log_start(args, sweep, resolve: bool = True, stage: str | None = None) -> None:
@@ -82,7 +94,7 @@ def _log_start(args, sweep, resolve: bool = True, stage: str | None = None) -> N
     log.info("qernel %s (git %s): %s", __version__, git_commit(), " ".join(sys.argv[1:]) or args.command)
     log.info("devices: %s", device_summary())
     summary = sweep.summary(resolve=resolve)
-    log.info("sweep %s from %s (config hash %s)", sweep.name, args.config, summary["config_hash"][:12])
+    log.info("sweep %s from %s (config hash %s)", sweep.name, _config_label(args), summary["config_hash"][:12])
     if stage is not None:
         summary = {k: v for k, v in summary.items() if k in ("sweep", "config_hash") + STAGE_KEYS[stage]}
     log.info("resolved sweep: %s", json.dumps(summary, default=str))
@@ -255,9 +267,9 @@ def cmd_bands(args) -> int:
 def cmd_info(args) -> int:
     if args.list:
         try:
-            names = list_sweeps(args.config)
+            names = list_sweeps(_configs(args))
         except ConfigError as e:
-            raise CLIError(str(e) if not e.key else f"{args.config}: {e}") from None
+            raise CLIError(str(e) if not e.key else f"{_config_label(args)}: {e}") from None
         print("\n".join(names))
         return 0
     sweep = _load(args)
@@ -291,9 +303,10 @@ def cmd_info(args) -> int:
 
 # -- parser ---------------------------------------------------------------------------------
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=DEFAULT_CONFIG_PATH, metavar="FILE",
-                   help=f"config file (YAML) with the sweeps (default: {DEFAULT_CONFIG_PATH}); the workflow "
-                        "passes its snapshot results/<sweep>/config.yaml")
+    p.add_argument("--config", action="append", metavar="FILE",
+                   help=f"config file (YAML) with the sweeps (default: {DEFAULT_CONFIG_PATH}); repeat it to merge "
+                        "several, each key by key over the ones before (the workflow passes a stage's snapshots "
+                        "results/<sweep>/config/<stage>.yaml and <stage>.compute.yaml)")
     p.add_argument("--sweep", default="demo", metavar="NAME", help="sweep name in the config (default: demo)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
 

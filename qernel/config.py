@@ -249,10 +249,28 @@ def load_schema() -> dict:
     return yaml.safe_load(_schema_resource().read_text(encoding="utf-8"))
 
 
-def read_config(path) -> dict:
-    """The raw config mapping of a YAML file (not validated), keys as written.
+def merge_configs(base: Mapping, over: Mapping) -> dict:
+    """`over` merged into `base` key by key (mappings recursively, everything else replaced):
+    Snakemake's merge of --configfile files."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_configs(out[key], value)
+        else:
+            out[key] = value
+    return out
 
-    Raises ConfigError if the file is missing, not valid YAML, or not a mapping."""
+
+def read_config(path) -> dict:
+    """The raw config mapping of a YAML file (not validated), keys as written. `path` may be a
+    list of files: each is merged key by key over the ones before (`merge_configs`).
+
+    Raises ConfigError if a file is missing, not valid YAML, or not a mapping."""
+    if isinstance(path, (list, tuple)):
+        merged: dict = {}
+        for one in path:
+            merged = merge_configs(merged, read_config(one))
+        return merged
     path = Path(path)
     if not path.is_file():
         raise ConfigError("", f"config file {str(path)!r} does not exist")
@@ -280,7 +298,7 @@ def list_sweeps(path) -> list[str]:
 
 
 def load_sweep(path, name: str, resolve: bool = True, stage: str | None = None) -> "Sweep":
-    """The sweep `name` of the config file `path`, validated (all of the file's schema, this sweep's
+    """The sweep `name` of the config file `path` (or of several, merged: `read_config`), validated (all of the file's schema, this sweep's
     physics). resolve=True also resolves and checks model/pretrain/evaluate (`Sweep.resolved`).
     stage: the workflow stage whose snapshot the file is (a key of STAGE_KEYS): only that stage's
     parts are resolved. Raises ConfigError."""
@@ -985,18 +1003,29 @@ class Sweep:
         stage's parts): what outputs record as their config."""
         return dict(self.resolved)
 
-    def snapshot(self, stage: str | None = None) -> str:
-        """A config file (YAML text) holding only this sweep, resolved — with a stage, only the
-        parts that stage reads. The workflow hands these snapshots to the `qernel` CLI, so that
-        every job sees exactly the config Snakemake validated. Raises ConfigError."""
-        body = self.stage_config(stage) if stage is not None else dict(self.resolved)
+    def snapshot(self, stage: str | None = None, compute: bool = False) -> str:
+        """A config file (YAML text) holding only this sweep, resolved. Without a stage: the whole
+        sweep. With a stage: the parts it reads — its run and progress keys (every key for
+        "analysis", which shows them all), or with compute=True its compute keys. The workflow
+        hands both snapshots of a stage to its `qernel` jobs (`--config RUN --config COMPUTE`),
+        so that every job sees exactly the config Snakemake validated, and rewrites the compute
+        one without rerunning anything. Raises ConfigError."""
+        if stage is None:
+            body = dict(self.resolved)
+        elif compute:
+            body = {k: v for k, v in self.stage_config(stage, (COMPUTE,)).items() if v not in ({}, None)}
+        else:
+            body = self.stage_config(stage, RERUN_CLASSES if stage == "analysis" else (RUN, PROGRESS))
         text = yaml.safe_dump({"sweeps": {self.name: to_plain(body)}}, sort_keys=True, default_flow_style=None,
                               width=100, allow_unicode=True)
-        what = f"the parts of sweep {self.name!r} that stage {stage!r} reads" if stage else f"sweep {self.name!r}"
+        if stage is None:
+            what = f"sweep {self.name!r}"
+        else:
+            what = (f"the {'compute' if compute else 'run and progress'} keys of sweep {self.name!r} that stage "
+                    f"{stage!r} reads")
         head = [f"# {what}, resolved by the workflow (defaults filled in)."]
-        if stage is not None:
-            head.append(f"# stage hash (run + progress keys) {self.stage_hash(stage)}")
-            head.append(f"# checkpoint-set hash (run keys) {self.run_hash(stage)}")
+        if stage is not None and not compute:
+            head.append(f"# stage hash {self.stage_hash(stage)}; checkpoint-set hash {self.run_hash(stage)}")
         head += [f"# adapted: {note}" for note in self.notes]
         return "\n".join(head) + "\n" + text
 

@@ -6,6 +6,7 @@
 rule pretrain:
     input:
         config=snapshot("pretrain"),
+        compute=compute_snapshot("pretrain"),
     output:
         train=sweep_file("{sweep}", "pretrain", "train.nc"),
         model=sweep_file("{sweep}", "pretrain", "model.msgpack"),
@@ -21,5 +22,5 @@ rule pretrain:
     conda:
         CONDA_ENV
     shell:
-        "qernel pretrain --config {input.config} --sweep {wildcards.sweep}"
-        " --out-dir {params.out_dir} --model-out {output.model} >> {log} 2>&1"
+        "qernel pretrain --config {input.config:q} --config {input.compute:q} --sweep {wildcards.sweep:q}"
+        " --out-dir {params.out_dir:q} --model-out {output.model:q} >> {log:q} 2>&1"
