@@ -891,13 +891,13 @@ class Sweep:
         elif batch is None and valid_int:
             default = _field_default(EvalConfig, "batch_size")
             chosen = max(devices, default // devices * devices)
-            if samples <= chosen:
-                chosen = (samples - 1) // devices * devices
+            if samples <= chosen:  # two steps of half the samples each: what was asked, with error bars
+                chosen = samples // 2 // devices * devices
             if chosen < devices:
                 raise ConfigError(self._key("evaluate", "samples"),
                                   f"{samples} sample(s) cannot give an error bar: at least 2 measurement steps "
                                   f"of at least {devices} walker(s) (one per GPU, resources.evaluate.gpu) are "
-                                  f"needed; the smallest valid evaluate.samples is {devices + 1}", related=(gpu_key,))
+                                  f"needed; the smallest valid evaluate.samples is {2 * devices}", related=(gpu_key,))
             if chosen != default:
                 spec["batch_size"] = chosen
                 why = (f"over {devices} GPU(s)" if samples > default else

@@ -225,7 +225,7 @@ def test_config_snapshots_are_what_the_jobs_read(tmp_path):
     pre = yaml.safe_load((snaps / "pretrain.compute.yaml").read_text())["sweeps"]["a"]["pretrain"]
     assert pre["log_every"] == 3 and "steps" not in pre  # compute keys only
     job = load_sweep([snaps / "evaluate.yaml", snaps / "evaluate.compute.yaml"], "a", stage="evaluate")
-    assert job.evaluate.samples == 5 and job.evaluate.batch_size == 4  # the default batch adapted to 5 samples
+    assert job.evaluate.samples == 5 and job.evaluate.batch_size == 2  # the default batch adapted: 2 steps
     assert "resources" not in yaml.safe_load((snaps / "pretrain.yaml").read_text())["sweeps"]["a"]
 
 
