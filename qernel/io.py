@@ -5,15 +5,15 @@ Every file QERNEL writes carries global attributes
     units            "E_M" (every energy in the file is in E_M = ħ²/(m* a_M²))
     energy_unit_meV  E_M in meV (NaN when the system was given in moiré units only)
     config           the full (sweep) config as canonical JSON (sorted keys; JSON is YAML)
-    config_hash      sha256 of that canonical JSON
+    config_hash      sha256 of that canonical JSON (`qernel.config.config_hash`, the one hash)
     sweep            the sweep name
     qernel_version   the installed package version ("unknown" if not installed)
-    git_commit       `git rev-parse HEAD` of the source tree, or "unknown"
+    git_commit       `git rev-parse HEAD` of the source tree (+ "-dirty" with local changes), or "unknown"
     date_created     ISO 8601, UTC
 
 and every variable and coordinate that QERNEL knows (`VARIABLE_ATTRS`) gets CF-style
 `units` and `long_name` attributes. Files are written to a temporary file in the target's
-folder and renamed over the target (`os.replace`), so a reader never sees half a file.
+folder and renamed over the target (`qernel.atomic`), so a reader never sees half a file.
 """
 
 from __future__ import annotations

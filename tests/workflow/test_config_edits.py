@@ -78,7 +78,7 @@ def test_tiny_chain_from_paths_with_spaces_and_edits_that_change_nothing(tmp_pat
     assert "sweep on from results/on/config/pretrain.yaml" in log
     import subprocess
 
-    where = subprocess.run([str(python), "-c", "import qernel; print(qernel.__file__)"], capture_output=True,
+    where = subprocess.run([str(python), "-c", "import qernel; print(qernel.__file__)"], capture_output=True, cwd=root,
                            text=True, env={**os.environ, "PYTHONPATH": str(root)}, check=True).stdout.strip()
     assert where == str(root / "qernel" / "__init__.py")  # the jobs ran the copy's package
     ckpts = results / "pretrain" / "checkpoints"

@@ -96,6 +96,10 @@ BAD = {
     "unknown pretrain option": (dict(pretrain={"stepz": 3, "batch_size": 24}), "sweeps.s.pretrain:"),
     "batch that does not split over the depths": (dict(pretrain={"batch_size": 25}),
                                                   "sweeps.s.pretrain.batch_size: 25 walkers do not split"),
+    "samples that give no error bar": (dict(evaluate={"samples": 1, "batch_size": 16}),
+                                       "sweeps.s.evaluate.samples: 1 samples of 16 walkers make 1 measurement step"),
+    "batch that does not split over the GPUs": (dict(evaluate={"batch_size": 15}, resources={"evaluate": {"gpu": 2}}),
+                                                "sweeps.s.evaluate.batch_size: 15 walkers do not split evenly over 2"),
 }
 
 
@@ -110,6 +114,18 @@ def test_bad_config_fails_before_any_job(case, tmp_path):
     assert "invalid config: " + message in res.stdout, res.stdout[-3000:]
     assert "Job stats" not in res.stdout and "rule " not in res.stdout
     assert not (tmp_path / "results").exists()
+
+
+def test_a_default_that_does_not_fit_adapts_and_the_run_says_so(tmp_path):
+    """Three depths and no pretrain.batch_size: the default 256 walkers adapt to 255 (issue 15,
+    item 3); the plan says so and the pretraining snapshot holds the adapted value."""
+    cfg = write_config(tmp_path / "c.yaml", {"s": small_sweep(depths=[0.0, 1.0, 2.0], pretrain={"steps": 5})})
+    res = snakemake("results/s/config/pretrain.yaml", "--cores", "1", *in_dir(tmp_path, cfg))
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert ("sweeps.s.pretrain.batch_size: the default 256 walkers do not split over 3 depths × 1 GPU(s) "
+            "(resources.pretrain.gpu); using 255, the nearest multiple of 3") in res.stdout
+    snap = yaml.safe_load((tmp_path / "results/s/config/pretrain.yaml").read_text())
+    assert snap["sweeps"]["s"]["pretrain"]["batch_size"] == 255
 
 
 # -- what reruns ----------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 # Pretraining of the shared conditioned model over all depths of a sweep (one GPU job).
 # The engine keeps its resume checkpoints in results/<sweep>/pretrain/checkpoints/, which is
 # deliberately NOT an output: Snakemake deletes the outputs of a killed or failed job, and the
-# checkpoints must survive so that the restarted job resumes instead of starting over.
+# checkpoints must survive so that the restarted job resumes instead of starting over. One set
+# per run-defining config: a set of another config waits, unchanged, in checkpoints.<hash>/ and
+# is resumed when that config comes back (qernel.checkpoint.claim; config/README.md).
 # model.msgpack is a copy of the final checkpoint. The log is appended to, never truncated.
 rule pretrain:
     input:
