@@ -5,10 +5,13 @@ File layout (msgpack map):
     {"format": "qernel-checkpoint", "version": 1, "sha256": <hex of payload>, "payload": <bytes>}
 
 where payload is `flax.serialization.msgpack_serialize` of the tree's state dict (nested maps
-keyed by field / dict key / tuple index, leaves as raw little-endian arrays). A file is written to
-a temporary name in the same folder, flushed and fsynced, then renamed over the target
-(`os.replace`), so a reader sees either the old file or the complete new one; a partial or
-corrupted file fails the checksum and is reported.
+keyed by field / dict key / tuple index, leaves as raw little-endian arrays). A file is written
+atomically (`qernel.atomic`), so a reader sees either the old file or the complete new one; a
+partial or corrupted file fails the checksum and is reported.
+
+Checkpoint sets: `claim(folder, config_hash)` keeps one folder of resumable checkpoints per
+config (the others aside as `<folder>.<hash>`, never overwritten), so that a config edit and its
+revert resume the first run instead of losing it.
 
 Arrays are restored as host (numpy) arrays; the caller places them on whatever devices it has
 (`qernel.parallel`), so a checkpoint restores on any device count.
@@ -16,12 +19,11 @@ Arrays are restored as host (numpy) arrays; the caller places them on whatever d
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -29,6 +31,9 @@ import jax
 import msgpack
 import numpy as np
 from flax import serialization
+
+from qernel.atomic import atomic_path
+from qernel.config import canonical_json
 
 FORMAT = "qernel-checkpoint"
 VERSION = 1
@@ -50,41 +55,17 @@ def _host(tree):
     return jax.tree.map(lambda a: np.asarray(jax.device_get(a)) if isinstance(a, jax.Array) else a, tree)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save(path, tree) -> Path:
-    """Write `tree` (a pytree of arrays, numbers, strings) to `path` atomically; returns the path."""
+    """Write `tree` (a pytree of arrays, numbers, strings) to `path` atomically
+    (`qernel.atomic.atomic_path`); returns the path. Raises OSError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = serialization.msgpack_serialize(serialization.to_state_dict(_host(tree)))
     blob = msgpack.packb(
         {"format": FORMAT, "version": VERSION, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload},
         use_bin_type=True,
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob)
     return path
 
 
@@ -172,3 +153,110 @@ def load_model(path, template_params=None):
     if template_params is not None:
         params = serialization.from_state_dict(template_params, params)
     return params, json.loads(raw["metadata"])
+
+
+# -- checkpoint sets keyed by config ----------------------------------------------------------------
+#: File in a checkpoint folder holding the config hash its checkpoints belong to.
+CONFIG_HASH_FILE = "config_hash"
+#: File in a checkpoint folder holding the config itself (canonical JSON), for people.
+CONFIG_FILE = "config.json"
+#: Characters of the config hash in the name of a kept set: `<folder>.<hash[:12]>`.
+KEPT_HASH_CHARS = 12
+
+
+def _stored_hash(directory: Path) -> str | None:
+    marker = directory / CONFIG_HASH_FILE
+    return marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+
+
+def _contents(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.name not in (CONFIG_HASH_FILE, CONFIG_FILE)]
+
+
+def kept_sets(directory) -> list[Path]:
+    """Every kept checkpoint set beside `directory` (`<name>.<hash>`, `<name>.<hash>.<n>`), by name."""
+    directory = Path(directory)
+    if not directory.parent.is_dir():
+        return []
+    return sorted(p for p in directory.parent.iterdir()
+                  if p.is_dir() and p.name.startswith(directory.name + ".") and p != directory)
+
+
+def _free_name(directory: Path, config_hash: str) -> Path:
+    base = directory.with_name(f"{directory.name}.{config_hash[:KEPT_HASH_CHARS]}")
+    candidate, n = base, 2
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}.{n}")
+        n += 1
+    return candidate
+
+
+def _kept_set_of(directory: Path, config_hash: str) -> Path | None:
+    """The kept set of exactly this config (full hash in its marker), the furthest along first."""
+    prefix = f"{directory.name}.{config_hash[:KEPT_HASH_CHARS]}"
+    found = [p for p in kept_sets(directory)
+             if (p.name == prefix or p.name.startswith(prefix + ".")) and _stored_hash(p) == config_hash]
+    if not found:
+        return None
+    return max(found, key=lambda p: (list_checkpoints(p)[0][0] if list_checkpoints(p) else -1, p.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """The outcome of `claim`. action: "resume" (the folder held this config's set), "restored"
+    (this config's kept set was moved back into the folder), or "new" (an empty set). kept: where
+    the set of another config that the folder held now is (None if there was none)."""
+
+    directory: Path
+    action: str
+    kept: Path | None = None
+
+
+def claim(directory, config_hash: str, config=None, what: str = "checkpoints") -> Claim:
+    """Make `directory` hold the checkpoint set of the run whose config hashes to `config_hash`,
+    never losing another run's set.
+
+    Every set is kept by the hash of its run's config: the set in `directory` is marked by the
+    file `config_hash`; a set of another config is moved aside to `<directory>.<hash[:12]>` (or
+    `<directory>.<hash[:12]>.<n>` if that name is taken: never overwritten), and a set kept
+    earlier for `config_hash` is moved back, so that its run resumes where it stopped. A folder
+    with checkpoints but no marker (an older layout) is kept as `<directory>.unknown`. The log
+    says where each set is. config: the config itself (a mapping), written beside the marker as
+    canonical JSON for people. what: the word for the set in log lines. Used by pretraining
+    (`qernel pretrain`), and meant for every folder of resumable checkpoints (evaluation's too).
+
+    Raises OSError if a folder cannot be renamed or created."""
+    directory = Path(directory)
+    kept = None
+    if directory.is_dir():
+        old = _stored_hash(directory)
+        if old == config_hash:
+            log.info("resuming the %s in %s (config hash %s)", what, directory, config_hash[:KEPT_HASH_CHARS])
+            return Claim(directory, "resume")
+        if _contents(directory):
+            kept = _free_name(directory, old or "unknown")
+            directory.rename(kept)
+            log.warning("the config changed (hash %s -> %s): the %s of the old config are kept, unchanged, in %s; "
+                        "a run with the old config resumes from them", (old or "unknown")[:KEPT_HASH_CHARS],
+                        config_hash[:KEPT_HASH_CHARS], what, kept)
+        else:
+            for name in (CONFIG_HASH_FILE, CONFIG_FILE):
+                (directory / name).unlink(missing_ok=True)
+            directory.rmdir()
+    stored = _kept_set_of(directory, config_hash)
+    if stored is not None:
+        stored.rename(directory)
+        action = "restored"
+        newest = latest(directory)
+        log.info("resuming the %s kept for this config (hash %s): moved %s back to %s (newest: %s)", what,
+                 config_hash[:KEPT_HASH_CHARS], stored, directory, newest.name if newest else "none")
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        action = "new"
+        log.info("new %s in %s for config hash %s", what, directory, config_hash[:KEPT_HASH_CHARS])
+    with atomic_path(directory / CONFIG_HASH_FILE) as tmp:
+        tmp.write_text(config_hash + "\n", encoding="utf-8")
+    if config is not None:
+        with atomic_path(directory / CONFIG_FILE) as tmp:
+            tmp.write_text(canonical_json(config) + "\n", encoding="utf-8")
+    return Claim(directory, action, kept)

@@ -13,33 +13,36 @@ the label). Every command logs at start (to stderr) the qernel version and git c
 devices (count and kind) and the resolved sweep. Bad input — an unknown sweep or depth, a
 missing input file, an invalid config — ends with a one-line error naming the problem and exit
 status 2. The heavy modules are imported inside each command, so `qernel --help`, `bands` and
-`info` work whatever else is installed.
+`info` work whatever else is installed. A run that stops (a failed step, an unwritable file)
+ends with one line too, exit status 1 (QERNEL_TRACEBACK=1 shows the traceback).
+
+Checkpoints: `pretrain` keeps one set of resume checkpoints per run-defining config
+(`qernel.checkpoint.claim`): OUT_DIR/checkpoints/ holds the current config's, the sets of other
+configs wait in OUT_DIR/checkpoints.<hash>/ and are resumed when their config comes back.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
-import inspect
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
 
 from qernel import __version__
-from qernel.config import DEFAULT_CONFIG_PATH, STAGE_KEYS, ConfigError, canonical_json, list_sweeps, load_sweep
+from qernel.config import DEFAULT_CONFIG_PATH, STAGE_KEYS, ConfigError, list_sweeps, load_sweep
 
 log = logging.getLogger("qernel")
 
 #: Exit status for bad input (argparse uses the same for bad arguments).
 EXIT_BAD_INPUT = 2
+#: Exit status for a run that stopped (a failed step, a file that cannot be written, ...).
+EXIT_FAILED = 1
+#: Set this environment variable to 1 to get the traceback of a stop instead of one line.
+TRACEBACK_ENV = "QERNEL_TRACEBACK"
 
 
 class CLIError(Exception):
@@ -47,20 +50,6 @@ class CLIError(Exception):
 
 
 # -- helpers --------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The git commit of the source tree (with "-dirty" if it has local changes), or "unknown"."""
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return rev + ("-dirty" if dirty else "") if rev else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def device_summary() -> str:
     """"N × KIND (platform P)" for the local JAX devices."""
     import jax
@@ -77,55 +66,49 @@ def _existing(path, what: str) -> Path:
     return p
 
 
+def _configs(args) -> list[str]:
+    """The --config files of a command (repeatable; default config/config.yaml)."""
+    config = getattr(args, "config", None)
+    if not config:
+        return [DEFAULT_CONFIG_PATH]
+    return [config] if isinstance(config, (str, os.PathLike)) else list(config)
+
+
+def _config_label(args) -> str:
+    return " + ".join(map(str, _configs(args)))
+
+
 def _load(args, resolve: bool = True, stage: str | None = None):
     try:
-        return load_sweep(args.config, args.sweep, resolve=resolve, stage=stage)
+        return load_sweep(_configs(args), args.sweep, resolve=resolve, stage=stage)
     except ConfigError as e:
-        raise CLIError(str(e) if not e.key else f"{args.config}: {e}") from None
+        raise CLIError(str(e) if not e.key else f"{_config_label(args)}: {e}") from None
 
 
 def _log_start(args, sweep, resolve: bool = True, stage: str | None = None) -> None:
     """Log what this job runs with: version, commit, devices, the resolved sweep (with a stage,
     only the parts that stage reads: its config snapshot holds no others, whose defaults would
     only mislead)."""
+    from qernel.io import git_commit
+
     log.info("qernel %s (git %s): %s", __version__, git_commit(), " ".join(sys.argv[1:]) or args.command)
     log.info("devices: %s", device_summary())
-    log.info("sweep %s from %s (config hash %s)", sweep.name, args.config, sweep.config_hash[:12])
     summary = sweep.summary(resolve=resolve)
+    log.info("sweep %s from %s (config hash %s)", sweep.name, _config_label(args), summary["config_hash"][:12])
     if stage is not None:
         summary = {k: v for k, v in summary.items() if k in ("sweep", "config_hash") + STAGE_KEYS[stage]}
     log.info("resolved sweep: %s", json.dumps(summary, default=str))
-
-
-def _call(fn, *args, **kwargs):
-    """fn(*args, **kwargs), leaving out keyword arguments that fn does not take."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(*args, **kwargs)
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
+    for note in sweep.notes if resolve else ():
+        log.info("adapted: %s", note)
 
 
 def provenance(sweep, **extra) -> dict:
-    """Global attrs for the outputs of this sweep (DESIGN.md §4): config = the parts of the sweep
-    that the config file gave (in the workflow: the parts this stage depends on), config_hash =
-    sha256 of their canonical JSON."""
-    try:
-        from qernel.io import provenance_attrs
-    except ModuleNotFoundError:
-        attrs = {
-            "units": "E_M",
-            "energy_unit_meV": float("nan") if sweep.energy_unit_meV is None else sweep.energy_unit_meV,
-            "config": canonical_json(sweep.given),
-            "config_hash": hashlib.sha256(canonical_json(sweep.given).encode("utf-8")).hexdigest(),
-            "sweep": sweep.name,
-            "qernel_version": __version__,
-        }
-    else:
-        attrs = provenance_attrs(sweep.given, sweep.name, sweep.energy_unit_meV)
-    attrs["git_commit"] = git_commit()
+    """Global attrs for the outputs of this sweep (DESIGN.md §4, `qernel.io.provenance_attrs`):
+    config = the resolved parts of the sweep that the config file gave (in the workflow: the parts
+    this stage reads), config_hash = their `qernel.config.config_hash`; `extra` added."""
+    from qernel.io import provenance_attrs
+
+    attrs = provenance_attrs(sweep.given, sweep.name, sweep.energy_unit_meV)
     attrs.update(extra)
     return attrs
 
@@ -149,73 +132,28 @@ def _wavefunction(sweep):
     return make_wavefunction(sweep.system, sweep.model, cond_range=sweep.cond_range)
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-#: File in the checkpoint folder naming the pretrain-stage hash its checkpoints belong to.
-CHECKPOINT_MARKER = "config_hash"
-
-
-def _claim_checkpoints(ckpt_dir: Path, stage_hash: str) -> None:
-    """Keep the resume checkpoints if they belong to this sweep's pretraining setup (a restart after
-    a killed job resumes from them); move them to checkpoints.previous/ if the setup changed (new
-    system, depths, model, pretrain options or seed), so that training starts afresh."""
-    marker = ckpt_dir / CHECKPOINT_MARKER
-    if ckpt_dir.is_dir() and any(p.name != CHECKPOINT_MARKER for p in ckpt_dir.iterdir()):
-        old = marker.read_text().strip() if marker.is_file() else "unknown"
-        if old == stage_hash:
-            log.info("resume checkpoints in %s belong to this setup (hash %s)", ckpt_dir, stage_hash[:12])
-        else:
-            previous = ckpt_dir.with_name(ckpt_dir.name + ".previous")
-            shutil.rmtree(previous, ignore_errors=True)
-            ckpt_dir.rename(previous)
-            log.warning("the pretraining setup changed (hash %s -> %s): moved the old checkpoints to %s "
-                        "and start afresh", old[:12], stage_hash[:12], previous)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(stage_hash + "\n")
-
-
 # -- commands -------------------------------------------------------------------------------
 def cmd_pretrain(args) -> int:
-    sweep = _load(args)
+    sweep = _load(args, stage="pretrain")
     _log_start(args, sweep, stage="pretrain")
     from qernel import checkpoint
+    from qernel.atomic import copy_atomic
+    from qernel.config import RUN
     from qernel.train import run_training
 
     out_dir = Path(args.out_dir)
     model_out = Path(args.model_out) if args.model_out else out_dir / "model.msgpack"
     out_dir.mkdir(parents=True, exist_ok=True)
-    _claim_checkpoints(out_dir / "checkpoints", sweep.stage_hash("pretrain"))
-    wf = _wavefunction(sweep)
+    # one checkpoint set per run-defining config: another config's set is kept aside, never lost
+    checkpoint.claim(out_dir / "checkpoints", sweep.run_hash("pretrain"), sweep.stage_config("pretrain", (RUN,)),
+                     what="pretraining checkpoints")
     t0 = time.time()
-    result = _call(run_training, sweep.system, wf, sweep.depths, sweep.pretrain, out_dir,
-                   seed=sweep.seed, attrs=provenance(sweep))
+    result = run_training(sweep.system, _wavefunction(sweep), sweep.depths, sweep.pretrain, out_dir,
+                          seed=sweep.seed, attrs=provenance(sweep))
     log.info("pretraining finished in %.1f s", time.time() - t0)
-
-    if model_out.is_file() and model_out.stat().st_mtime >= t0:
-        pass  # the engine wrote the final model itself
-    elif getattr(result, "params", None) is not None:
-        checkpoint.save_model(model_out, result.params, {**provenance(sweep), "depths": sweep.depths.tolist()})
-    else:
-        for candidate in (getattr(result, "model_path", None), out_dir / "model.msgpack",
-                          checkpoint.latest(out_dir / "checkpoints")):
-            if candidate is not None and Path(candidate).is_file() and Path(candidate) != model_out:
-                _copy_atomic(Path(candidate), model_out)
-                break
-        else:
-            raise CLIError(f"pretraining wrote no model and no checkpoint in {str(out_dir)!r}")
-    if not (out_dir / "train.nc").is_file():
-        raise CLIError(f"pretraining wrote no {str(out_dir / 'train.nc')!r}")
-    log.info("final model: %s; training log: %s", model_out, out_dir / "train.nc")
+    if Path(result.model_path).resolve() != model_out.resolve():
+        copy_atomic(result.model_path, model_out)
+    log.info("final model: %s; training log: %s", model_out, result.train_nc)
     return 0
 
 
@@ -230,8 +168,8 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _call(evaluate_depth, sweep.system, _wavefunction(sweep), ckpt, depth, sweep.evaluate, out,
-              seed=depth_seed(sweep, label), attrs=provenance(sweep, depth_label=label))
+        evaluate_depth(sweep.system, _wavefunction(sweep), ckpt, depth, sweep.evaluate, out,
+                       seed=depth_seed(sweep, label), attrs=provenance(sweep, depth_label=label))
     except ModelCheckpointError as err:
         raise CLIError(str(err)) from None
     log.info("wrote %s", out)
@@ -248,7 +186,7 @@ def cmd_observables(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = {"depth_label": label} if label is not None else {}
-    _call(compute_observables, evaluation, out, attrs=provenance(sweep, **extra))
+    compute_observables(evaluation, out, attrs=provenance(sweep, **extra))
     log.info("wrote %s", out)
     return 0
 
@@ -261,7 +199,7 @@ def cmd_aggregate(args) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _call(aggregate, inputs, out, attrs=provenance(sweep), seed=sweep.seed)
+    aggregate(inputs, out, attrs=provenance(sweep), seed=sweep.seed)
     log.info("wrote %s from %d depths", out, len(inputs))
     return 0
 
@@ -329,9 +267,9 @@ def cmd_bands(args) -> int:
 def cmd_info(args) -> int:
     if args.list:
         try:
-            names = list_sweeps(args.config)
+            names = list_sweeps(_configs(args))
         except ConfigError as e:
-            raise CLIError(str(e) if not e.key else f"{args.config}: {e}") from None
+            raise CLIError(str(e) if not e.key else f"{_config_label(args)}: {e}") from None
         print("\n".join(names))
         return 0
     sweep = _load(args)
@@ -365,9 +303,10 @@ def cmd_info(args) -> int:
 
 # -- parser ---------------------------------------------------------------------------------
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=DEFAULT_CONFIG_PATH, metavar="FILE",
-                   help=f"config file (YAML) with the sweeps (default: {DEFAULT_CONFIG_PATH}); the workflow "
-                        "passes its snapshot results/<sweep>/config.yaml")
+    p.add_argument("--config", action="append", metavar="FILE",
+                   help=f"config file (YAML) with the sweeps (default: {DEFAULT_CONFIG_PATH}); repeat it to merge "
+                        "several, each key by key over the ones before (the workflow passes a stage's snapshots "
+                        "results/<sweep>/config/<stage>.yaml and <stage>.compute.yaml)")
     p.add_argument("--sweep", default="demo", metavar="NAME", help="sweep name in the config (default: demo)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
 
@@ -454,7 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, (CLIError, ConfigError)) else f"{type(error).__name__}: {text}"
+
+
 def main(argv=None) -> int:
+    """Run one command; returns the exit status. Every stop is one line on stderr ("qernel CMD:
+    error: ..."): status 2 for bad input (CLIError, ConfigError), 1 for any other error (the
+    traceback too when the environment sets QERNEL_TRACEBACK=1)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
@@ -463,8 +410,17 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CLIError, ConfigError) as e:
-        print(f"qernel {args.command}: error: {e}", file=sys.stderr)
+        print(f"qernel {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"qernel {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 (a runtime stop: one line, the traceback only on request)
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        print(f"qernel {args.command}: error: {_one_line(e)} (set {TRACEBACK_ENV}=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

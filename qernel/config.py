@@ -18,27 +18,50 @@ dotted key path of the offending entry ("sweeps.demo.system.n_upp: unknown key .
 
 1. the JSON schema `config.schema.yaml` shipped in this package (the workflow's
    `workflow/schemas/config.schema.yaml` is a symlink to it): unknown keys, types, ranges;
-2. physical checks: the supercell is not singular, there is at least one electron, each spin
-   has no more electrons than the single-particle states the model can hold, depths are finite
-   and >= 0 (after unit conversion), no two depths share a path label, and — when the model,
-   engine and evaluation modules are importable — `model`, `pretrain` and `evaluate` are
-   accepted by `ModelConfig.from_spec`, `TrainConfig.from_dict` and `EvalConfig.from_dict`.
+2. physical and practical checks: the supercell is not singular, there is at least one
+   electron, each spin has no more electrons than the single-particle states the model can
+   hold, depths are finite and >= 0 (after unit conversion), no two depths share a path label;
+   `model`, `pretrain` and `evaluate` are accepted by `ModelConfig.from_spec`,
+   `TrainConfig.from_dict` and `EvalConfig.from_dict`; and every combination that cannot give
+   a result is named before any job runs (`Sweep.resolved`): a batch that does not split over
+   the depths and GPUs, fewer than two measurement steps (no error bar), a series store too
+   small for two blocks. A default that does not fit the sweep (the pretraining batch over 3
+   depths, the evaluation batch over a small `samples`) is adapted to the nearest valid value
+   and said so (`Sweep.notes`); only a value the user wrote is rejected.
+
+Resolution: `Sweep.resolved` is the sweep with every default filled in and equivalent spellings
+normalised (`model: tiny` == `model: {preset: tiny}` == every size written out; a depth range
+== its explicit list), so that two configs that run the same thing resolve to the same mapping.
+
+Rerun classes (config/README.md, "What an edit reruns"): every key is `run` (it changes the
+wavefunction being trained, or the measurement: a new run with its own checkpoints),
+`progress` (only how far a run goes: `pretrain.steps`, `evaluate.finetune_steps`: the run
+continues from its last checkpoint) or `compute` (only how it is computed, logged or shown: no
+rerun; a job that runs anyway uses the new value and resumes its checkpoints). `KEY_CLASSES`
+holds the class of every key; `Sweep.stage_hash` (what Snakemake compares: run and progress
+keys of a stage) and `Sweep.run_hash` (the key of a checkpoint set: run keys only) hash the
+resolved config by class.
+
+Sweep names are kept as written: `read_config` reads mapping keys as their text, so a sweep
+named `2024`, `on`, `yes` or `1e3` (which YAML would read as a number or a boolean) is the
+string the user wrote; `written_sweep_names` recovers that text for a config that Snakemake
+already parsed.
 
 Units: `units: moire` gives the coupling λ and the depths in E_M; `units: physical` gives the
 effective mass (m_e), ε, a_M (nm), and the depths in meV, converted here to E_M with
 `qernel.units.PhysicalParameters`. Inside the package depths are always in E_M
 (`Sweep.depths`); the path labels (`Sweep.depth_labels`, "2.500") keep the config's own units.
 
-This module imports neither jax nor Snakemake (the Snakefile imports it to validate).
+This module imports neither jax nor Snakemake at import time (the Snakefile imports it to
+validate); resolving model/pretrain/evaluate imports their modules.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import datetime
 import functools
 import hashlib
-import importlib
 import json
 import math
 from collections.abc import Mapping
@@ -69,11 +92,9 @@ DEFAULT_RESOURCES: dict[str, dict[str, int]] = {
     "aggregate": {"runtime": 10, "mem_mb": 2000, "cpus_per_task": 1, "gpu": 0},
     "plot": {"runtime": 10, "mem_mb": 2000, "cpus_per_task": 1, "gpu": 0},
 }
-#: Sweep keys that do not change any result (left out of the config hash and the snapshot).
-NON_PHYSICAL_KEYS = ("resources", "description")
 #: The parts of a sweep that each stage's results depend on. The workflow hands each stage a
-#: snapshot of only these parts (results/<sweep>/config/<stage>.yaml), so that a stage reruns
-#: when, and only when, its own parts of the sweep change. "analysis": observables, aggregate, plot.
+#: snapshot of only these parts (results/<sweep>/config/<stage>.yaml). "analysis": observables,
+#: aggregate, plot.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "pretrain": ("system", "depths", "model", "pretrain", "seed"),
     "evaluate": ("system", "depths", "model", "evaluate", "seed"),
@@ -86,17 +107,125 @@ DEPTH_LABEL_REGEX = r"\d+\.\d{3}"
 #: Regular expression of a sweep name.
 SWEEP_NAME_REGEX = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 
+# -- rerun classes --------------------------------------------------------------------------
+#: Changes the wavefunction being trained (pretrain, model, system, depths, seed) or the
+#: measurement (evaluate): a new run, with a new checkpoint set; the old set is kept.
+RUN = "run"
+#: Changes only how far a run goes: the run continues from its last checkpoint.
+PROGRESS = "progress"
+#: Changes only how a run is computed, logged or shown (the same result up to round-off): no
+#: pretraining or evaluation reruns; a job that runs anyway uses it and resumes its checkpoints.
+COMPUTE = "compute"
+RERUN_CLASSES = (RUN, PROGRESS, COMPUTE)
+
+#: Classes of the training options (`pretrain.*`, and `evaluate.finetune.*` for fine-tuning).
+#: laplacian (folx or jvp: the same Laplacian, two algorithms), max_vmap_batch_size (chunks of
+#: walkers: the same numbers up to summation order), checkpoint_every, log_every and max_retries
+#: (what happens on a failure, not what an accepted step does) leave the trained wavefunction
+#: the same to round-off: compute. dtype changes the precision of every parameter and walker
+#: (float32 vs float64 runs differ beyond round-off): run.
+TRAIN_KEY_CLASSES: dict[str, str] = {
+    "steps": PROGRESS,
+    "batch_size": RUN, "optimizer": RUN, "learning_rate": RUN, "lr_decay_steps": RUN, "sr_damping": RUN,
+    "sr_momentum": RUN, "max_update_norm": RUN, "clip_mad": RUN, "mcmc_steps": RUN, "burn_in": RUN,
+    "target_acceptance": RUN, "init_width": RUN, "pretrain_steps": RUN, "pretrain_learning_rate": RUN,
+    "pretrain_shells": RUN, "moe_loss_weight": RUN, "depth_weighting": RUN, "reweight_every": RUN, "dtype": RUN,
+    "checkpoint_every": COMPUTE, "laplacian": COMPUTE, "max_vmap_batch_size": COMPUTE, "max_retries": COMPUTE,
+    "log_every": COMPUTE,
+}
+#: Classes of the evaluation options (`evaluate.*`): what is measured (run), how far the
+#: fine-tuning goes (progress), how it is computed (compute; max_series_elements only stores
+#: the same series in coarser blocks).
+EVAL_KEY_CLASSES: dict[str, str] = {
+    "finetune_steps": PROGRESS,
+    "samples": RUN, "batch_size": RUN, "mcmc_steps": RUN, "burn_in": RUN, "target_acceptance": RUN,
+    "init_width": RUN, "density_bins": RUN, "supercell_density_bins": RUN, "structure_factor_shells": RUN,
+    "pair_correlation_bins": RUN, "dtype": RUN,
+    "laplacian": COMPUTE, "max_vmap_batch_size": COMPUTE, "checkpoint_every": COMPUTE,
+    "max_series_elements": COMPUTE,
+}
+#: Every ModelConfig field shapes the network: run.
+MODEL_KEYS = ("preset", "d_model", "n_layers", "n_heads", "n_kv_heads", "n_experts", "top_k", "d_ff",
+              "router_margin", "supercell_shells", "moire_shells", "k_point_features", "film_hidden",
+              "n_determinants", "orbital_prior", "orbital_init_scale", "jastrow_hidden", "jastrow_shells",
+              "jastrow_cusp", "complex_output", "reference_depth", "wrap_positions", "dtype")
+#: The class of every config key, by its dotted path inside a sweep ("pretrain.log_every"); a
+#: top-level key by its own name with the prefix "config." ("config.run_sweeps"). `depths`,
+#: `seed`, `description` and `resources` are classed as a whole; `evaluate.finetune.<key>`
+#: has the class of `pretrain.<key>`.
+KEY_CLASSES: dict[str, str] = {
+    "config.run_sweeps": COMPUTE,  # which sweeps to build, not what they are
+    "config.resources": COMPUTE,
+    "description": COMPUTE,
+    "resources": COMPUTE,  # where and with how much a job runs (a batch that adapts to the GPUs says so)
+    "seed": RUN,
+    "depths": RUN,
+    "system.supercell": RUN, "system.n_up": RUN, "system.n_down": RUN, "system.units": RUN,
+    "system.phase_deg": RUN, "system.coupling": RUN, "system.effective_mass": RUN, "system.epsilon": RUN,
+    "system.moire_length_nm": RUN,
+    "system.energy_unit_meV": COMPUTE,  # units: moire: only shown (meV axes); the analysis stage redraws
+    **{f"model.{k}": RUN for k in MODEL_KEYS},
+    **{f"pretrain.{k}": c for k, c in TRAIN_KEY_CLASSES.items()},
+    **{f"evaluate.{k}": c for k, c in EVAL_KEY_CLASSES.items()},
+    "evaluate.finetune": RUN,  # the mapping itself; its keys: as pretrain's (evaluate.finetune.<key>)
+}
+
+
+def key_class(path: str) -> str | None:
+    """The rerun class of a config key given by its dotted path inside a sweep ("pretrain.steps",
+    "evaluate.finetune.log_every", "resources.pretrain.gpu") or, for a top-level key, "config.<key>".
+    None for a key without a class (a new key: the tests require every key to have one)."""
+    if path in KEY_CLASSES:
+        return KEY_CLASSES[path]
+    if path.startswith("evaluate.finetune."):
+        return TRAIN_KEY_CLASSES.get(path.removeprefix("evaluate.finetune."))
+    head = path.split(".", 1)[0]
+    if head in ("resources", "depths", "description", "seed"):
+        return KEY_CLASSES[head]
+    if path.startswith("config.resources."):
+        return COMPUTE
+    return None
+
 
 class ConfigError(ValueError):
-    """A bad config entry. `key` is the dotted path of the entry ("sweeps.demo.depths")."""
+    """A bad config entry. `key` is the dotted path of the entry ("sweeps.demo.depths");
+    `related`: the paths of the other entries the problem involves (for messages that say where
+    each comes from, `explain_origin`)."""
 
-    def __init__(self, key: str, message: str):
+    def __init__(self, key: str, message: str, related: tuple[str, ...] = ()):
         self.key = key
         self.message = message
+        self.related = tuple(related)
         super().__init__(f"{key}: {message}" if key else message)
 
 
 # -- loading --------------------------------------------------------------------------------
+class _WrittenKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a plain or quoted scalar mapping key stays the text the
+    user wrote: a sweep named `2024`, `on` or `1e3` is the string "2024", "on", "1e3" (YAML 1.1
+    would read a number or a boolean). Merge keys (`<<: *anchor`) work as usual."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+        mapping = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = key_node.value
+            else:
+                key = self.construct_object(key_node, deep=deep)
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+_WrittenKeyLoader.add_constructor("tag:yaml.org,2002:map", _WrittenKeyLoader.construct_mapping)
+
+
+def load_yaml(text: str):
+    """YAML text → Python objects, mapping keys kept as written (see `_WrittenKeyLoader`)."""
+    return yaml.load(text, Loader=_WrittenKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _schema_resource():
     """The schema file shipped in the package, through importlib.resources (falling back to the
     module's folder, e.g. for an editable install that maps the package as a namespace)."""
@@ -120,13 +249,33 @@ def load_schema() -> dict:
     return yaml.safe_load(_schema_resource().read_text(encoding="utf-8"))
 
 
+def merge_configs(base: Mapping, over: Mapping) -> dict:
+    """`over` merged into `base` key by key (mappings recursively, everything else replaced):
+    Snakemake's merge of --configfile files."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_configs(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def read_config(path) -> dict:
-    """The raw config mapping of a YAML file (not validated). Missing or unreadable → ConfigError."""
+    """The raw config mapping of a YAML file (not validated), keys as written. `path` may be a
+    list of files: each is merged key by key over the ones before (`merge_configs`).
+
+    Raises ConfigError if a file is missing, not valid YAML, or not a mapping."""
+    if isinstance(path, (list, tuple)):
+        merged: dict = {}
+        for one in path:
+            merged = merge_configs(merged, read_config(one))
+        return merged
     path = Path(path)
     if not path.is_file():
         raise ConfigError("", f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError("", f"config file {str(path)!r} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -135,31 +284,134 @@ def read_config(path) -> dict:
 
 
 def load_config(path) -> dict[str, "Sweep"]:
-    """Read and validate a config file; return every sweep by name (see `validate_config`)."""
+    """Read and validate a config file; return every sweep by name (see `validate_config`).
+    Raises ConfigError."""
     return validate_config(read_config(path))
 
 
 def list_sweeps(path) -> list[str]:
-    """The sweep names of a config file, in file order (the file is validated by its schema)."""
+    """The sweep names of a config file, as written, in file order (the file is validated by its
+    schema). Raises ConfigError."""
     config = read_config(path)
     check_schema(config)
     return list(config["sweeps"])
 
 
 def load_sweep(path, name: str, resolve: bool = True, stage: str | None = None) -> "Sweep":
-    """The sweep `name` of the config file `path`, validated (all of the file's schema, this sweep's
-    physics). resolve=True also resolves model/pretrain/evaluate where their modules exist.
-    stage: the workflow stage that reads it (a key of STAGE_KEYS); a stage other than "pretrain"
-    skips the check of the pretraining batch, which its snapshot does not carry."""
+    """The sweep `name` of the config file `path` (or of several, merged: `read_config`), validated (all of the file's schema, this sweep's
+    physics). resolve=True also resolves and checks model/pretrain/evaluate (`Sweep.resolved`).
+    stage: the workflow stage whose snapshot the file is (a key of STAGE_KEYS): only that stage's
+    parts are resolved. Raises ConfigError."""
     config = read_config(path)
     check_schema(config)
     sweeps = config["sweeps"]
+    name = str(name)
     if name not in sweeps:
-        raise ConfigError(f"sweeps.{name}", f"unknown sweep {name!r} (known: {', '.join(sweeps)})")
-    sweep = build_sweep(name, sweeps[name], config.get("resources"))
+        raise ConfigError(f"sweeps.{name}", f"unknown sweep {name!r} (known: {', '.join(map(str, sweeps))})")
+    sweep = build_sweep(name, sweeps[name], config.get("resources"), stage=stage)
     if resolve:
-        sweep.validate_components(check_pretrain_batch=stage in (None, "pretrain"))
+        sweep.resolved  # noqa: B018 (resolution raises on bad entries)
     return sweep
+
+
+# -- sweep names as written -----------------------------------------------------------------
+def _yaml_value(text: str):
+    """What YAML 1.1 (PyYAML, as Snakemake reads config files) makes of a plain scalar `text`."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _same_value(a, b) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def written_sweep_names(config: Mapping, layers: list[tuple[str, Mapping]]) -> dict:
+    """Snakemake's parsed config → {key as parsed: name as written} for every sweep whose name
+    YAML read as something other than a string (2024 → "2024", True → "on"), from `layers`: the
+    config files as read by `read_config` (keys as written), in merge order. A name with no
+    written form (from --config) is str() of an integer; anything else must be quoted.
+
+    Raises ConfigError for a name that cannot be recovered or two names YAML reads alike
+    (`on` and `yes` are both true)."""
+    out = {}
+    for key in (config.get("sweeps") or {}):
+        if isinstance(key, str):
+            continue
+        spellings = []
+        for _, layer in layers:
+            for name in (layer.get("sweeps") or {}) if isinstance(layer, Mapping) else ():
+                if isinstance(name, str) and _same_value(_yaml_value(name), key) and name not in spellings:
+                    spellings.append(name)
+        if len(spellings) > 1:
+            raise ConfigError("sweeps", f"the sweep names {', '.join(map(repr, spellings))} are the same "
+                                        f"{type(key).__name__} ({key!r}) to YAML: quote them ('{spellings[0]}')")
+        if spellings:
+            out[key] = spellings[0]
+        elif isinstance(key, int) and not isinstance(key, bool):
+            out[key] = str(key)
+        else:
+            raise ConfigError(f"sweeps.{key}", f"YAML read this sweep name as a {type(key).__name__}: quote it "
+                                               f"(e.g. 'on', '1.5') so that it is the name you wrote")
+    return out
+
+
+def with_written_sweep_names(config: Mapping, layers: list[tuple[str, Mapping]]) -> dict:
+    """A copy of the config whose sweep names are the strings the user wrote (see
+    `written_sweep_names`). Raises ConfigError."""
+    names = written_sweep_names(config, layers)
+    if not names:
+        return dict(config)
+    out = dict(config)
+    out["sweeps"] = {names.get(k, k): v for k, v in config["sweeps"].items()}
+    return out
+
+
+def _matches(value, name: str) -> bool:
+    """Does a run_sweeps entry (as parsed: 2024, True, "demo") name the sweep `name` (as written)?"""
+    if isinstance(value, str):
+        return value == name
+    return _same_value(_yaml_value(name), value) or (isinstance(value, int) and str(value) == name)
+
+
+# -- where a key comes from -----------------------------------------------------------------
+def _has_path(mapping, path: str) -> bool:
+    node = mapping
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return False
+        match = [k for k in node if str(k) == part]
+        if not match:
+            return False
+        node = node[match[0]]
+    return True
+
+
+def key_origin(path: str, layers: list[tuple[str, Mapping]]) -> str | None:
+    """The label of the last layer (config file, or "--config") that sets the dotted key `path`:
+    the one whose value Snakemake's deep merge keeps. None if no layer sets it."""
+    found = None
+    for label, layer in layers:
+        if _has_path(layer, path):
+            found = label
+    return found
+
+
+def explain_origin(error: ConfigError, layers: list[tuple[str, Mapping]]) -> str:
+    """The error's message, followed — when its keys come from more than one config layer (a
+    --configfile merged into config/config.yaml) — by where each comes from and how to replace a
+    sweep instead of merging into it."""
+    keys = [k for k in (error.key, *error.related) if k]
+    origins = {k: key_origin(k, layers) for k in keys}
+    sweep_key = ".".join(error.key.split(".")[:2]) if error.key.startswith("sweeps.") else None
+    sources = {label for label, layer in layers if sweep_key and _has_path(layer, sweep_key)}
+    if len(sources) < 2 and len({o for o in origins.values() if o}) < 2:
+        return str(error)
+    where = "; ".join(f"{k} from {o}" for k, o in origins.items() if o)
+    return (f"{error} [{where}. Snakemake merges the config files key by key ({', '.join(l for l, _ in layers)}): "
+            f"to replace the workflow's config instead, run with --replace-workflow-config (then your "
+            f"--configfile holds every sweep), or give your sweep a new name]")
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -233,58 +485,79 @@ def check_schema(config: Mapping) -> None:
     error (in document order: the shallowest, then leftmost, key)."""
     import jsonschema
 
+    sweeps = config.get("sweeps") if isinstance(config, Mapping) else None
+    if isinstance(sweeps, Mapping):
+        for name in sweeps:
+            if not isinstance(name, str):
+                raise ConfigError(f"sweeps.{name}", f"YAML read this sweep name as a {type(name).__name__}: "
+                                                    f"quote it so that it is the name you wrote")
     schema = load_schema()
     validator = jsonschema.Draft7Validator(schema)
-    errors = list(validator.iter_errors(_plain(config)))
+    errors = list(validator.iter_errors(to_plain(config)))
     if not errors:
         return
     errors.sort(key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
     raise _format_schema_error(errors[0], schema)
 
 
-def _plain(obj):
-    """YAML/Snakemake config objects → plain dicts and lists (for jsonschema)."""
+def to_plain(obj):
+    """YAML/Snakemake config objects → plain dicts, lists and JSON scalars (for jsonschema and
+    canonical JSON): tuples → lists, numpy scalars → Python numbers, dates → ISO text."""
     if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_plain(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (datetime.date, Path)):
+        return str(obj)
     return obj
 
 
 def run_sweeps(config: Mapping) -> list[str]:
     """The sweeps `rule all` builds: config `run_sweeps` (a list, "all", or "a,b"). Without it:
-    demo if the config has it, else every sweep of the config."""
-    names = list(config["sweeps"])
+    demo if the config has it, else every sweep of the config. Entries that YAML read as numbers
+    or booleans (`run_sweeps=[2024]`) name the sweep written that way. Raises ConfigError."""
+    names = [str(n) for n in config["sweeps"]]
     default = [n for n in DEFAULT_RUN_SWEEPS if n in names] or names
     value = config.get("run_sweeps", default)
     if isinstance(value, str):
         text = value.strip().strip("[]")
         value = names if text == "all" else [v.strip() for v in text.replace(",", " ").split() if v.strip()]
-    value = [str(v) for v in value]
+    if not isinstance(value, (list, tuple)):
+        value = [value]
     if not value:
         raise ConfigError("run_sweeps", "names no sweep")
+    out = []
     for v in value:
-        if v not in names:
+        hits = [n for n in names if _matches(v, n)]
+        if not hits:
             raise ConfigError("run_sweeps", f"unknown sweep {v!r} (known: {', '.join(names)})")
-    return list(dict.fromkeys(value))
+        if len(hits) > 1:
+            raise ConfigError("run_sweeps", f"{v!r} names several sweeps ({', '.join(hits)}): quote it")
+        out.append(hits[0])
+    return list(dict.fromkeys(out))
 
 
 def validate_config(config: Mapping, resolve: bool = True) -> dict[str, "Sweep"]:
     """Validate a whole config mapping (schema, run_sweeps, every sweep's physics); return the
-    sweeps by name. resolve=True also checks model/pretrain/evaluate with their own modules
-    (where those modules are importable)."""
+    sweeps by name. resolve=True also resolves model/pretrain/evaluate with their own modules
+    and checks their combinations (`Sweep.resolved`). Raises ConfigError."""
     check_schema(config)
     run_sweeps(config)
     sweeps = {name: build_sweep(name, spec, config.get("resources")) for name, spec in config["sweeps"].items()}
     if resolve:
         for sweep in sweeps.values():
-            sweep.validate_components()
+            sweep.resolved  # noqa: B018 (resolution raises on bad entries)
     return sweeps
 
 
 # -- resources ------------------------------------------------------------------------------
 def rule_resources(config: Mapping, sweep: str, rule: str) -> dict[str, int]:
-    """Resources of `rule` for `sweep`: built-in defaults < config `resources` < sweep `resources`."""
+    """Resources of `rule` for `sweep`: built-in defaults < config `resources` < sweep `resources`.
+    Raises KeyError for an unknown rule."""
     if rule not in DEFAULT_RESOURCES:
         raise KeyError(f"unknown rule {rule!r}; rules with resources: {', '.join(RULES)}")
     out = dict(DEFAULT_RESOURCES[rule])
@@ -301,7 +574,19 @@ def _merged_resources(defaults: Mapping | None, own: Mapping | None) -> dict[str
     return out
 
 
-# -- sweeps ---------------------------------------------------------------------------------
+# -- canonical form and hashes --------------------------------------------------------------
+def canonical_json(mapping) -> str:
+    """Canonical JSON of a config mapping: sorted keys, no whitespace, plain types (tuples as
+    lists, numpy scalars as numbers). The one serialisation that every config hash covers."""
+    return json.dumps(to_plain(mapping), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+
+
+def config_hash(mapping) -> str:
+    """sha256 (hex, 64 characters) of `canonical_json(mapping)`: the one config hash of the
+    package (output provenance, stage and checkpoint-set keys)."""
+    return hashlib.sha256(canonical_json(mapping).encode("utf-8")).hexdigest()
+
+
 def depth_label(value: float) -> str:
     """The path label of a depth in the config's units: 2.5 → "2.500"."""
     label = DEPTH_LABEL_FORMAT.format(float(value))
@@ -309,9 +594,11 @@ def depth_label(value: float) -> str:
 
 
 def canonical_sweep(spec: Mapping) -> dict:
-    """The sweep mapping with defaults filled in and the non-physical keys (resources,
-    description) left out: what the config hash and the workflow's config snapshot cover."""
-    spec = _plain(spec)
+    """The sweep mapping as written, normalised without importing any model code: system with
+    n_down and the supercell matrix filled in and numbers as floats, depths as the explicit list
+    of values, model/pretrain/evaluate as written (`Sweep.resolved` fills their defaults), seed
+    (default 0). resources and description are left out."""
+    spec = to_plain(spec)
     system = dict(spec["system"])
     system.setdefault("n_down", 0)
     if isinstance(system.get("supercell"), int):
@@ -320,52 +607,24 @@ def canonical_sweep(spec: Mapping) -> dict:
     for key in ("coupling", "phase_deg", "energy_unit_meV", "effective_mass", "epsilon", "moire_length_nm"):
         if key in system:
             system[key] = float(system[key])
-    depths = spec["depths"]
-    if isinstance(depths, Mapping):
-        depths = {"start": float(depths["start"]), "stop": float(depths["stop"]), "num": int(depths["num"])}
-    else:
-        depths = [float(v) for v in depths]
-    out = {
+    return {
         "system": system,
-        "depths": depths,
-        "model": copy.deepcopy(spec.get("model", "tiny")),
-        "pretrain": copy.deepcopy(spec.get("pretrain") or {}),
-        "evaluate": copy.deepcopy(spec.get("evaluate") or {}),
+        "depths": [float(v) for v in _grid_values(spec["depths"])],
+        "model": spec.get("model", "tiny"),
+        "pretrain": dict(spec.get("pretrain") or {}),
+        "evaluate": dict(spec.get("evaluate") or {}),
         "seed": int(spec.get("seed", 0)),
     }
-    return out
 
 
-def canonical_json(mapping: Mapping) -> str:
-    """Canonical JSON (sorted keys, no whitespace): the same text as `qernel.io.canonical_json`."""
-    return json.dumps(mapping, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
-
-
-def config_hash(spec: Mapping) -> str:
-    """sha256 (hex) of the canonical JSON of a sweep's canonical mapping."""
-    return hashlib.sha256(canonical_json(canonical_sweep(spec)).encode("utf-8")).hexdigest()
-
-
-def sweep_snapshot(name: str, spec: Mapping, stage: str | None = None) -> str:
-    """A config file (YAML text) holding only this sweep in canonical form — with stage, only the
-    parts of it that stage depends on (STAGE_KEYS). The workflow hands these snapshots to the
-    `qernel` CLI, so that every job sees exactly the config Snakemake validated."""
-    canonical = canonical_sweep(spec)
-    if stage is not None:
-        if stage not in STAGE_KEYS:
-            raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_KEYS)}")
-        canonical = {key: canonical[key] for key in STAGE_KEYS[stage]}
-    body = yaml.safe_dump({"sweeps": {name: canonical}}, sort_keys=True, default_flow_style=None, width=100)
-    what = f"the parts of sweep {name!r} that stage {stage!r} depends on" if stage else f"sweep {name!r}"
-    return (f"# {what}, as validated by the workflow (defaults filled in).\n"
-            f"# sha256 {hashlib.sha256(canonical_json(canonical).encode('utf-8')).hexdigest()}\n" + body)
+def _grid_values(spec) -> np.ndarray:
+    if isinstance(spec, Mapping):
+        return np.linspace(float(spec["start"]), float(spec["stop"]), int(spec["num"]))
+    return np.asarray([float(v) for v in spec], dtype=float)
 
 
 def _grid(spec, key: str) -> np.ndarray:
-    if isinstance(spec, Mapping):
-        values = np.linspace(float(spec["start"]), float(spec["stop"]), int(spec["num"]))
-    else:
-        values = np.asarray([float(v) for v in spec], dtype=float)
+    values = _grid_values(spec)
     if values.size == 0:
         raise ConfigError(key, "the depth grid is empty")
     for i, v in enumerate(values):
@@ -387,7 +646,7 @@ def _system(name: str, spec: Mapping) -> tuple[System, float | None]:
             hint = "give material parameters with units: physical (depths then in meV)"
         else:
             hint = "with units: physical, λ and E_M follow from effective_mass, epsilon, moire_length_nm"
-        raise ConfigError(f"{key}.{wrong[0]}", f"not allowed with units: {units} ({hint})")
+        raise ConfigError(f"{key}.{wrong[0]}", f"not allowed with units: {units} ({hint})", related=(f"{key}.units",))
 
     matrix = spec["supercell"]
     if isinstance(matrix, int):
@@ -399,7 +658,8 @@ def _system(name: str, spec: Mapping) -> tuple[System, float | None]:
 
     n_up, n_down = int(spec["n_up"]), int(spec.get("n_down", 0))
     if n_up + n_down == 0:
-        raise ConfigError(f"{key}.n_up", "n_up + n_down = 0: the system needs at least one electron")
+        raise ConfigError(f"{key}.n_up", "n_up + n_down = 0: the system needs at least one electron",
+                          related=(f"{key}.n_down",))
     phase = math.radians(float(spec["phase_deg"]))
     if not math.isfinite(phase):
         raise ConfigError(f"{key}.phase_deg", "must be finite")
@@ -435,9 +695,13 @@ def single_particle_capacity(system: System) -> int:
     return system.supercell.n_cells * n_pw - 1
 
 
-def build_sweep(name: str, spec: Mapping, default_resources: Mapping | None = None) -> "Sweep":
+def build_sweep(name: str, spec: Mapping, default_resources: Mapping | None = None,
+                stage: str | None = None) -> "Sweep":
     """A `Sweep` from one schema-valid sweep mapping (physical checks here; the model, engine and
-    evaluation options stay unresolved until used or `Sweep.validate_components()`)."""
+    evaluation options are resolved and checked by `Sweep.resolved`). stage: the workflow stage
+    whose snapshot `spec` is (None: a whole sweep). Raises ConfigError."""
+    if stage is not None and stage not in STAGE_KEYS:
+        raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_KEYS)}")
     system, e_m = _system(name, spec["system"])
     for spin in ("n_up", "n_down"):
         n = getattr(system, spin)
@@ -446,7 +710,8 @@ def build_sweep(name: str, spec: Mapping, default_resources: Mapping | None = No
             if n > cap:
                 raise ConfigError(f"sweeps.{name}.system.{spin}",
                                   f"{n} electrons of one spin exceed the {cap} single-particle states the "
-                                  f"model can hold in a {system.supercell.n_cells}-cell supercell")
+                                  f"model can hold in a {system.supercell.n_cells}-cell supercell",
+                                  related=(f"sweeps.{name}.system.supercell",))
     key = f"sweeps.{name}.depths"
     values = _grid(spec["depths"], key)
     units = spec["system"]["units"]
@@ -472,32 +737,44 @@ def build_sweep(name: str, spec: Mapping, default_resources: Mapping | None = No
         evaluate_spec=canonical["evaluate"],
         seed=canonical["seed"],
         resources=_merged_resources(default_resources, spec.get("resources")),
-        raw=_plain(spec),
-        canonical=canonical,
-        config_hash=hashlib.sha256(canonical_json(canonical).encode("utf-8")).hexdigest(),
+        raw=to_plain(spec),
+        written=canonical,
+        stage=stage,
     )
 
 
-def _optional(module: str, attr: str):
-    """`module.attr` if that module of the package exists (other parts may not be built yet)."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):
-            return None
-        raise
-    return getattr(mod, attr, None)
+def sweep_snapshot(name: str, spec: Mapping, stage: str | None = None,
+                   default_resources: Mapping | None = None) -> str:
+    """The snapshot (YAML text) of one sweep mapping (see `Sweep.snapshot`). Raises ConfigError."""
+    return build_sweep(name, spec, default_resources).snapshot(stage)
 
 
-def _resolve(kind: str, sweep_name: str, module: str, attr: str, method: str, spec):
-    cls = _optional(module, attr)
-    if cls is None:
-        return copy.deepcopy(spec)
-    try:
-        return getattr(cls, method)(copy.deepcopy(spec))
-    except (ValueError, TypeError, KeyError) as e:
-        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        raise ConfigError(f"sweeps.{sweep_name}.{kind}", msg) from None
+# -- resolution -----------------------------------------------------------------------------
+def _nearest_multiple(value: int, unit: int) -> int:
+    """The multiple of `unit` nearest to `value` (at least `unit`; ties go up)."""
+    return max(unit, int(math.floor(value / unit + 0.5)) * unit)
+
+
+def _field_default(cls, name: str):
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+
+
+def _filter_classes(part: str, value, classes: tuple[str, ...]):
+    """The keys of one resolved part whose class is in `classes` (depths, seed: as a whole)."""
+    if not isinstance(value, Mapping) or part not in ("system", "model", "pretrain", "evaluate"):
+        return value if (key_class(part) or RUN) in classes else None
+    out = {}
+    for key, v in value.items():
+        path = f"{part}.{key}"
+        if path == "evaluate.finetune" and isinstance(v, Mapping):
+            inner = {k: x for k, x in v.items() if (key_class(f"{path}.{k}") or RUN) in classes}
+            if RUN in classes or inner:
+                out[key] = inner
+            continue
+        if (key_class(path) or RUN) in classes:
+            out[key] = v
+    return out
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -507,10 +784,11 @@ class Sweep:
     depths: (D,) in E_M (the package's unit); depth_labels: D path labels in the config's units
     ("2.500"); depth_values_config: (D,) in the config's units (E_M, or meV with units physical);
     energy_unit_meV: E_M in meV, or None when unknown (moiré units without energy_unit_meV).
-    model / pretrain / evaluate: `ModelConfig`, `TrainConfig`, `EvalConfig` when their modules are
-    importable, else the plain mappings. raw: the sweep mapping as written; canonical: with
-    defaults, without resources/description; config_hash: sha256 of canonical's JSON.
+    model_spec / pretrain_spec / evaluate_spec: as written; model / pretrain / evaluate:
+    `ModelConfig`, `TrainConfig`, `EvalConfig` of the resolved sweep. raw: the sweep mapping as
+    written; written: `canonical_sweep(raw)`; resolved: every default filled in (`resolved`).
     resources: per rule, the merged resources (runtime in minutes, mem_mb, cpus_per_task, gpu).
+    stage: None for a whole sweep, else the stage whose snapshot this is (only its parts resolve).
     """
 
     name: str
@@ -526,50 +804,232 @@ class Sweep:
     seed: int
     resources: dict
     raw: dict
-    canonical: dict
-    config_hash: str
+    written: dict
+    stage: str | None = None
+
+    # -- resolution -------------------------------------------------------------------------
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts of the sweep this object stands for: all, or its stage's (STAGE_KEYS)."""
+        if self.stage is None:
+            return ("system", "depths", "model", "pretrain", "evaluate", "seed")
+        return STAGE_KEYS[self.stage]
+
+    def _key(self, *path: str) -> str:
+        return ".".join(("sweeps", self.name) + path)
+
+    def _component(self, kind: str, build):
+        try:
+            return build()
+        except (ValueError, TypeError, KeyError) as e:
+            msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+            raise ConfigError(self._key(kind), msg) from None
+
+    @functools.cached_property
+    def _resolution(self) -> tuple[dict, tuple[str, ...]]:
+        notes: list[str] = []
+        out = {key: self.written[key] for key in ("system", "depths", "seed")}
+        if "model" in self.parts:
+            from qernel.model.config import ModelConfig
+
+            out["model"] = self._component("model", lambda: ModelConfig.from_spec(self.model_spec).to_dict())
+        if "pretrain" in self.parts:
+            out["pretrain"] = self._resolve_pretrain(notes)
+        if "evaluate" in self.parts:
+            out["evaluate"] = self._resolve_evaluate(notes)
+        return {key: out[key] for key in self.parts}, tuple(notes)
+
+    def _resolve_pretrain(self, notes: list) -> dict:
+        from qernel.train import TrainConfig
+
+        spec = dict(self.pretrain_spec)
+        devices = max(1, int(self.resources["pretrain"].get("gpu", 0)))
+        n_depths = len(self.depths)
+        unit = devices * n_depths
+        where = f"{n_depths} depths × {devices} GPU(s) (resources.pretrain.gpu)"
+        batch = spec.get("batch_size")
+        if isinstance(batch, int) and not isinstance(batch, bool):
+            if batch % unit:
+                raise ConfigError(self._key("pretrain", "batch_size"),
+                                  f"{batch} walkers do not split evenly over {where}: use a multiple of {unit}, "
+                                  f"e.g. {_nearest_multiple(batch, unit)}",
+                                  related=(self._key("depths"), self._key("resources", "pretrain", "gpu")))
+        elif batch is None:
+            default = _field_default(TrainConfig, "batch_size")
+            if default % unit:
+                spec["batch_size"] = _nearest_multiple(default, unit)
+                notes.append(f"pretrain.batch_size: the default {default} walkers do not split over {where}; "
+                             f"using {spec['batch_size']}, the nearest multiple of {unit}")
+        return self._component("pretrain", lambda: TrainConfig.from_dict(spec).to_dict())
+
+    def _resolve_evaluate(self, notes: list) -> dict:
+        from qernel.evaluate import EvalConfig, make_grids
+
+        spec = dict(self.evaluate_spec)
+        devices = max(1, int(self.resources["evaluate"].get("gpu", 0)))
+        gpu_key = self._key("resources", "evaluate", "gpu")
+        samples = spec.get("samples", _field_default(EvalConfig, "samples"))
+        batch = spec.get("batch_size")
+        valid_int = isinstance(samples, int) and not isinstance(samples, bool)
+        if isinstance(batch, int) and not isinstance(batch, bool) and valid_int:
+            if batch % devices:
+                raise ConfigError(self._key("evaluate", "batch_size"),
+                                  f"{batch} walkers do not split evenly over {devices} GPU(s) "
+                                  f"(resources.evaluate.gpu): use a multiple of {devices}, e.g. "
+                                  f"{_nearest_multiple(batch, devices)}", related=(gpu_key,))
+            if samples <= batch:
+                steps = -(-samples // batch)
+                fix = (f"the smallest valid evaluate.samples is {batch + 1} (2 steps of {batch} walkers)"
+                       + (f", or evaluate.batch_size at most {(samples - 1) // devices * devices}"
+                          if samples - 1 >= devices else ""))
+                written_samples = "samples" in spec
+                raise ConfigError(self._key("evaluate", "samples" if written_samples else "batch_size"),
+                                  f"{samples} samples{'' if written_samples else ' (the default)'} of "
+                                  f"{batch} walkers make {steps} measurement step: error bars need at least 2 "
+                                  f"steps; {fix}",
+                                  related=(self._key("evaluate", "batch_size" if written_samples else "samples"),))
+        elif batch is None and valid_int:
+            default = _field_default(EvalConfig, "batch_size")
+            chosen = max(devices, default // devices * devices)
+            if samples <= chosen:  # two steps of half the samples each: what was asked, with error bars
+                chosen = samples // 2 // devices * devices
+            if chosen < devices:
+                raise ConfigError(self._key("evaluate", "samples"),
+                                  f"{samples} sample(s) cannot give an error bar: at least 2 measurement steps "
+                                  f"of at least {devices} walker(s) (one per GPU, resources.evaluate.gpu) are "
+                                  f"needed; the smallest valid evaluate.samples is {2 * devices}", related=(gpu_key,))
+            if chosen != default:
+                spec["batch_size"] = chosen
+                why = (f"over {devices} GPU(s)" if samples > default else
+                       f"with evaluate.samples = {samples} (error bars need at least 2 measurement steps)")
+                notes.append(f"evaluate.batch_size: the default {default} walkers do not fit {why}; "
+                             f"using {chosen}")
+        fine = spec.get("finetune") or {}
+        if isinstance(fine, Mapping) and isinstance(fine.get("batch_size"), int) and fine["batch_size"] % devices:
+            raise ConfigError(self._key("evaluate", "finetune", "batch_size"),
+                              f"{fine['batch_size']} walkers do not split evenly over {devices} GPU(s) "
+                              f"(resources.evaluate.gpu): use a multiple of {devices}", related=(gpu_key,))
+        cfg = self._component("evaluate", lambda: EvalConfig.from_dict(spec))
+        # every stored series must keep at least 2 blocks (observables needs 2 for error bars)
+        grids = make_grids(self.system, cfg)
+        largest = max(int(np.prod(grids.cell_bins)), int(np.prod(grids.supercell_bins)), len(grids.kvectors),
+                      int(grids.pair_bins), 1)
+        if cfg.max_series_elements < 2 * largest:
+            if "max_series_elements" in spec:
+                raise ConfigError(self._key("evaluate", "max_series_elements"),
+                                  f"{cfg.max_series_elements} numbers cannot hold 2 blocks of the largest series "
+                                  f"({largest} numbers per step: density grids, k-points, g(r) bins), which the "
+                                  f"error bars need: the smallest valid value is {2 * largest}")
+            spec["max_series_elements"] = 2 * largest
+            notes.append(f"evaluate.max_series_elements: the default does not hold 2 blocks of a {largest}-number "
+                         f"series; using {2 * largest}")
+            cfg = self._component("evaluate", lambda: EvalConfig.from_dict(spec))
+        return cfg.to_dict()
+
+    @property
+    def resolved(self) -> dict:
+        """The sweep's parts (`parts`) with every default filled in: system and depths as in
+        `canonical_sweep`, model as every `ModelConfig` field, pretrain and evaluate as every
+        `TrainConfig` / `EvalConfig` field, defaults adapted to the sweep (`notes`). Equivalent
+        configs resolve to equal mappings. Raises ConfigError naming the key of a bad or
+        impossible entry."""
+        return self._resolution[0]
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What resolution adapted (a default that did not fit the sweep), one line each."""
+        return self._resolution[1]
 
     @functools.cached_property
     def model(self):
-        return _resolve("model", self.name, "qernel.model", "ModelConfig", "from_spec", self.model_spec)
+        from qernel.model.config import ModelConfig
+
+        return ModelConfig.from_spec(self.resolved["model"])
 
     @functools.cached_property
     def pretrain(self):
-        return _resolve("pretrain", self.name, "qernel.train", "TrainConfig", "from_dict", self.pretrain_spec)
+        from qernel.train import TrainConfig
+
+        return TrainConfig.from_dict(self.resolved["pretrain"])
 
     @functools.cached_property
     def evaluate(self):
-        return _resolve("evaluate", self.name, "qernel.evaluate", "EvalConfig", "from_dict", self.evaluate_spec)
+        from qernel.evaluate import EvalConfig
 
-    def stage_hash(self, stage: str) -> str:
-        """sha256 (hex) of the parts of the sweep that the results of `stage` depend on."""
+        return EvalConfig.from_dict(self.resolved["evaluate"])
+
+    def validate_components(self) -> None:
+        """Resolve model, pretrain and evaluate now (ConfigError naming the key if one is bad or
+        if a combination cannot give a result)."""
+        self.resolved  # noqa: B018
+
+    # -- hashes and snapshots ---------------------------------------------------------------
+    def stage_config(self, stage: str, classes: tuple[str, ...] = RERUN_CLASSES) -> dict:
+        """The resolved parts `stage` reads, keeping the keys whose rerun class is in `classes`."""
         if stage not in STAGE_KEYS:
             raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_KEYS)}")
-        part = {key: self.canonical[key] for key in STAGE_KEYS[stage]}
-        return hashlib.sha256(canonical_json(part).encode("utf-8")).hexdigest()
+        out = {}
+        for part in STAGE_KEYS[stage]:
+            value = _filter_classes(part, self.resolved[part], classes)
+            if value is not None:
+                out[part] = value
+        return out
+
+    def stage_hash(self, stage: str) -> str:
+        """What Snakemake compares to decide whether the jobs of `stage` rerun: the hash of the
+        run and progress keys of the parts the stage reads (analysis: of every key of them, since
+        the figures show E_M in meV too)."""
+        classes = RERUN_CLASSES if stage == "analysis" else (RUN, PROGRESS)
+        return config_hash(self.stage_config(stage, classes))
+
+    def run_hash(self, stage: str) -> str:
+        """The key of the checkpoint set of `stage`: the hash of its run keys only (a changed
+        progress or compute key continues the same set)."""
+        return config_hash(self.stage_config(stage, (RUN,)))
+
+    @property
+    def canonical(self) -> dict:
+        """The resolved sweep (the parts this object stands for)."""
+        return self.resolved
+
+    @functools.cached_property
+    def config_hash(self) -> str:
+        """`config_hash` of the resolved sweep."""
+        return config_hash(self.resolved)
 
     @property
     def given(self) -> dict:
-        """The canonical parts of the sweep that its config file gives (a stage snapshot gives
-        only its stage's parts): what outputs record as their config."""
-        return {key: value for key, value in self.canonical.items() if key in self.raw}
+        """The resolved parts of the sweep that its config gives (a stage snapshot gives only its
+        stage's parts): what outputs record as their config."""
+        return dict(self.resolved)
 
-    def validate_components(self, check_pretrain_batch: bool = True) -> None:
-        """Resolve model, pretrain and evaluate now (ConfigError naming the key if one is bad), and
-        (check_pretrain_batch) check that the pretraining batch splits evenly over the depths and
-        the job's GPUs (the engine shards walkers over devices and groups them by depth)."""
-        self.model, self.pretrain, self.evaluate  # noqa: B018 (resolution raises on bad entries)
-        batch = self.pretrain.get("batch_size") if isinstance(self.pretrain, Mapping) else \
-            getattr(self.pretrain, "batch_size", None)
-        if check_pretrain_batch and batch is not None:
-            devices = max(1, int(self.resources["pretrain"].get("gpu", 0)))
-            unit = devices * len(self.depths)
-            if batch % unit:
-                raise ConfigError(f"sweeps.{self.name}.pretrain.batch_size",
-                                  f"{batch} walkers do not split evenly over {len(self.depths)} depths × {devices} "
-                                  f"GPU(s) (resources.pretrain.gpu): use a multiple of {unit}, e.g. "
-                                  f"{max(unit, round(batch / unit) * unit)}")
+    def snapshot(self, stage: str | None = None, compute: bool = False) -> str:
+        """A config file (YAML text) holding only this sweep, resolved. Without a stage: the whole
+        sweep. With a stage: the parts it reads — its run and progress keys (every key for
+        "analysis", which shows them all), or with compute=True its compute keys. The workflow
+        hands both snapshots of a stage to its `qernel` jobs (`--config RUN --config COMPUTE`),
+        so that every job sees exactly the config Snakemake validated, and rewrites the compute
+        one without rerunning anything. Raises ConfigError."""
+        if stage is None:
+            body = dict(self.resolved)
+        elif compute:
+            body = {k: v for k, v in self.stage_config(stage, (COMPUTE,)).items() if v not in ({}, None)}
+        else:
+            body = self.stage_config(stage, RERUN_CLASSES if stage == "analysis" else (RUN, PROGRESS))
+        text = yaml.safe_dump({"sweeps": {self.name: to_plain(body)}}, sort_keys=True, default_flow_style=None,
+                              width=100, allow_unicode=True)
+        if stage is None:
+            what = f"sweep {self.name!r}"
+        else:
+            what = (f"the {'compute' if compute else 'run and progress'} keys of sweep {self.name!r} that stage "
+                    f"{stage!r} reads")
+        head = [f"# {what}, resolved by the workflow (defaults filled in)."]
+        if stage is not None and not compute:
+            head.append(f"# stage hash {self.stage_hash(stage)}; checkpoint-set hash {self.run_hash(stage)}")
+        head += [f"# adapted: {note}" for note in self.notes]
+        return "\n".join(head) + "\n" + text
 
+    # -- depths and units ---------------------------------------------------------------------
     @property
     def config_units(self) -> str:
         """Unit of the depth labels and depth_values_config: "E_M" or "meV"."""
@@ -581,7 +1041,8 @@ class Sweep:
         return ((float(self.depths.min()), float(self.depths.max())),)
 
     def depth_index(self, label: str) -> int:
-        """Index of a depth given by its path label (or a number in config units)."""
+        """Index of a depth given by its path label (or a number in config units). Raises
+        ConfigError if the sweep has no such depth."""
         label = str(label)
         if label not in self.depth_labels:
             try:
@@ -594,7 +1055,7 @@ class Sweep:
         return self.depth_labels.index(label)
 
     def depth(self, label: str) -> float:
-        """Depth V in E_M of a path label."""
+        """Depth V in E_M of a path label. Raises ConfigError if the sweep has no such depth."""
         return float(self.depths[self.depth_index(label)])
 
     def to_meV(self, energy):
@@ -602,20 +1063,9 @@ class Sweep:
         return None if self.energy_unit_meV is None else energy * self.energy_unit_meV
 
     def summary(self, resolve: bool = True) -> dict:
-        """A plain mapping of the resolved sweep (for logs and `qernel info`); resolve=False shows
-        model/pretrain/evaluate as written (without importing their modules)."""
-
-        def plain(obj):
-            if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-                return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-            if isinstance(obj, Mapping):
-                return {str(k): plain(v) for k, v in obj.items()}
-            if isinstance(obj, (list, tuple)):
-                return [plain(v) for v in obj]
-            if isinstance(obj, np.generic):
-                return obj.item()
-            return obj
-
+        """A plain mapping of the sweep (for logs and `qernel info`); resolve=False shows
+        model/pretrain/evaluate as written (without importing their modules). Raises ConfigError
+        (resolve=True) like `resolved`."""
         s = self.system
         system = {
             "supercell": [list(r) for r in s.supercell.matrix],
@@ -632,18 +1082,21 @@ class Sweep:
         if s.physical is not None:
             system.update(effective_mass=s.physical.effective_mass, epsilon=s.physical.epsilon,
                           moire_length_nm=s.physical.moire_length_nm)
-        return {
+        out = {
             "sweep": self.name,
-            "config_hash": self.config_hash,
+            "config_hash": self.config_hash if resolve else config_hash(self.written),
             "system": system,
             "depths": {
                 "labels": list(self.depth_labels),
                 f"values_{self.config_units}": [round(float(v), 6) for v in self.depth_values_config],
                 "values_E_M": [round(float(v), 6) for v in self.depths],
             },
-            "model": plain(self.model if resolve else self.model_spec),
-            "pretrain": plain(self.pretrain if resolve else self.pretrain_spec),
-            "evaluate": plain(self.evaluate if resolve else self.evaluate_spec),
-            "seed": self.seed,
-            "resources": plain(self.resources),
         }
+        for part in ("model", "pretrain", "evaluate"):
+            if part in self.parts:
+                out[part] = to_plain(self.resolved[part] if resolve else self.written[part])
+        out["seed"] = self.seed
+        out["resources"] = to_plain(self.resources)
+        if resolve and self.notes:
+            out["adapted"] = list(self.notes)
+        return out

@@ -5,32 +5,32 @@ Every file QERNEL writes carries global attributes
     units            "E_M" (every energy in the file is in E_M = ħ²/(m* a_M²))
     energy_unit_meV  E_M in meV (NaN when the system was given in moiré units only)
     config           the full (sweep) config as canonical JSON (sorted keys; JSON is YAML)
-    config_hash      sha256 of that canonical JSON
+    config_hash      sha256 of that canonical JSON (`qernel.config.config_hash`, the one hash)
     sweep            the sweep name
     qernel_version   the installed package version ("unknown" if not installed)
-    git_commit       `git rev-parse HEAD` of the source tree, or "unknown"
+    git_commit       `git rev-parse HEAD` of the source tree (+ "-dirty" with local changes), or "unknown"
     date_created     ISO 8601, UTC
 
 and every variable and coordinate that QERNEL knows (`VARIABLE_ATTRS`) gets CF-style
 `units` and `long_name` attributes. Files are written to a temporary file in the target's
-folder and renamed over the target (`os.replace`), so a reader never sees half a file.
+folder and renamed over the target (`qernel.atomic`), so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
 import json
-import os
 import subprocess
-import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from qernel.atomic import atomic_path
+from qernel.config import canonical_json, config_hash, to_plain
 
 #: The netCDF engine used for every read and write.
 ENGINE = "netcdf4"
@@ -94,31 +94,6 @@ def variable_attrs(name: str) -> dict[str, str]:
 
 
 # -- provenance -----------------------------------------------------------------------------
-def _jsonable(obj):
-    """Numpy scalars/arrays and tuples → plain JSON types (for canonical JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def canonical_json(config: dict) -> str:
-    """The config as canonical JSON: sorted keys, no whitespace, plain types."""
-    return json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
-
-
-def config_hash(config: dict) -> str:
-    """sha256 (hex) of the canonical JSON of a config mapping."""
-    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
-
-
 @functools.lru_cache(maxsize=1)
 def qernel_version() -> str:
     """The installed qernel version, or "unknown"."""
@@ -130,13 +105,18 @@ def qernel_version() -> str:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """`git rev-parse HEAD` of the tree this package lives in, or "unknown"."""
+    """`git rev-parse HEAD` of the source tree this package lives in, with "-dirty" when tracked
+    files have local changes (the results then cannot be reproduced from the commit alone), or
+    "unknown" outside a git checkout."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip() or "unknown"
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return rev + ("-dirty" if dirty else "") if rev else "unknown"
 
 
 def energy_unit_from_config(config: dict) -> float:
@@ -191,7 +171,7 @@ def _netcdf_attr(value):
     if isinstance(value, dict):
         return canonical_json(value)
     if isinstance(value, (list, tuple)):
-        arr = np.asarray(_jsonable(value))
+        arr = np.asarray(to_plain(value))
         return arr if arr.dtype.kind in "iuf" else canonical_json(list(value))
     if isinstance(value, Path):
         return str(value)
@@ -237,22 +217,12 @@ def write_netcdf(ds: xr.Dataset, path, attrs: dict | None = None) -> Path:
     """Write `ds` (annotated, see `annotate`) to `path` atomically; returns the path.
 
     The data go to a temporary file in the same folder, are flushed to disk, and the file is
-    renamed over `path`; on any error the temporary file is removed and `path` is untouched.
+    renamed over `path` (`qernel.atomic`); on any error `path` is untouched. Raises OSError.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = annotate(ds, attrs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         out.to_netcdf(tmp, engine=ENGINE)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

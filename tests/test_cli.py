@@ -162,19 +162,6 @@ def test_depth_seed_is_stable_under_grid_changes():
     assert all(0 <= s < 2**31 for s in seeds.values())
 
 
-def test_resume_checkpoints_are_kept_only_for_the_same_setup(tmp_path):
-    ckpts = tmp_path / "checkpoints"
-    cli._claim_checkpoints(ckpts, "aaa")  # a fresh run: the folder is claimed
-    assert (ckpts / cli.CHECKPOINT_MARKER).read_text().strip() == "aaa"
-    (ckpts / "ckpt_00000010.msgpack").write_bytes(b"x")
-    cli._claim_checkpoints(ckpts, "aaa")  # a restart of the same setup resumes
-    assert (ckpts / "ckpt_00000010.msgpack").is_file()
-    cli._claim_checkpoints(ckpts, "bbb")  # a changed setup starts afresh, keeping the old ones aside
-    assert not (ckpts / "ckpt_00000010.msgpack").exists()
-    assert (tmp_path / "checkpoints.previous" / "ckpt_00000010.msgpack").is_file()
-    assert (ckpts / cli.CHECKPOINT_MARKER).read_text().strip() == "bbb"
-
-
 def test_start_log_shows_only_what_the_stage_reads(caplog):
     """A stage's config snapshot holds only its own parts: the start log must not show defaults
     for the others (an evaluate batch of 512 in a pretrain log that the sweep never set)."""
@@ -197,3 +184,45 @@ def test_start_log_shows_only_what_the_stage_reads(caplog):
     assert logged["evaluate"] == {"sweep", "config_hash", "system", "depths", "model", "evaluate", "seed"}
     assert logged["analysis"] == {"sweep", "config_hash", "system", "depths"}
     assert {"pretrain", "evaluate", "resources"} <= logged[None]  # info and bands: the whole sweep
+
+
+def test_a_runtime_stop_is_one_line_too(tmp_path, capsys, monkeypatch):
+    """An error while a command runs (here: an evaluation file that is not netCDF) ends with one
+    line and exit status 1, never a traceback (QERNEL_TRACEBACK=1 asks for it)."""
+    monkeypatch.delenv(cli.TRACEBACK_ENV, raising=False)
+    bad = tmp_path / "evaluation.nc"
+    bad.write_text("not a netCDF file\n")
+    argv = ["observables", "--config", str(one_cell_config(tmp_path)), "--sweep", "one", "--evaluation", str(bad),
+            "--out", str(tmp_path / "observables.nc"), "-q"]
+    code, _, err = run_main(capsys, *argv)
+    assert code == 1, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("qernel observables: error: ")
+    assert "Traceback" not in err and "QERNEL_TRACEBACK=1" in err
+    monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
+    with pytest.raises(Exception):  # noqa: B017 (whatever the reader raises, it is raised as such)
+        cli.main(argv)
+
+
+def test_sweep_names_yaml_reads_as_numbers_or_booleans(tmp_path, capsys):
+    """`2024`, `on`, `1e3` are sweep names as written in every command (issue 15, item 4)."""
+    path = tmp_path / "named.yaml"
+    path.write_text("sweeps:\n  2024: &one\n    system: {supercell: 1, n_up: 1, units: moire, coupling: 0.0, "
+                    "phase_deg: 45}\n    depths: [1.0]\n  on: *one\n  1e3: *one\n")
+    code, out, err = run_main(capsys, "info", "--config", str(path), "--list")
+    assert code == 0 and out.split() == ["2024", "on", "1e3"], err
+    for name in ("2024", "on", "1e3"):
+        code, out, err = run_main(capsys, "info", "--config", str(path), "--sweep", name, "--no-model", "-q")
+        assert code == 0 and yaml.safe_load(out)["sweep"] == name, err
+        code, out, err = run_main(capsys, "bands", "--config", str(path), "--sweep", name, "-q")
+        assert code == 0 and f"sweep {name}:" in out and "-0.215751" in out, err
+
+
+def test_config_files_merge_key_by_key(tmp_path, capsys):
+    """--config is repeatable: later files merge key by key over earlier ones (the workflow passes
+    a stage's run and compute snapshots)."""
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("sweeps:\n  one:\n    system: {energy_unit_meV: 2.0}\n")
+    code, out, err = run_main(capsys, "bands", "--config", str(one_cell_config(tmp_path)), "--config", str(extra),
+                              "--sweep", "one", "--depth", "1", "-q")
+    assert code == 0, err
+    assert "per electron -0.215751 E_M = -0.431502 meV" in out

@@ -296,5 +296,139 @@ def test_stage_snapshots_load_without_the_pretraining_batch(tmp_path, stage):
     path.write_text(qc.sweep_snapshot("t", raw["sweeps"]["t"], stage))
     sweep = qc.load_sweep(path, "t", stage=stage)
     assert len(sweep.depths) == 9 and "pretrain" not in sweep.raw
-    with pytest.raises(qc.ConfigError, match="pretrain.batch_size"):  # the pretraining stage still checks it
-        qc.load_sweep(path, "t", stage="pretrain")
+    # read as the pretraining stage, the default batch (256) adapts to the 9 depths and says so
+    pre = qc.load_sweep(path, "t", stage="pretrain")
+    assert pre.pretrain.batch_size == 252 and pre.resolved["pretrain"]["batch_size"] == 252
+    assert any(n.startswith("pretrain.batch_size: the default 256 walkers") and "using 252" in n for n in pre.notes)
+
+
+# -- impossible combinations stop at validation; defaults adapt (issue 15, item 3) -----------
+def eval_cfg(evaluate=None, **changes):
+    c = cfg(**changes)
+    c["sweeps"]["t"]["evaluate"] = evaluate or {}
+    return c
+
+
+@pytest.mark.parametrize("config, key, text", [
+    # fewer than 2 measurement steps: no error bar (the issue's example: samples 1 of 16 walkers)
+    (eval_cfg({"samples": 1, "batch_size": 16}), "sweeps.t.evaluate.samples",
+     "1 samples of 16 walkers make 1 measurement step: error bars need at least 2 steps; the smallest valid "
+     "evaluate.samples is 17"),
+    (eval_cfg({"samples": 16, "batch_size": 16}), "sweeps.t.evaluate.samples", "the smallest valid evaluate.samples is 17"),
+    # the default samples (100000) with a batch the user wrote too large for 2 steps
+    (eval_cfg({"batch_size": 100000}), "sweeps.t.evaluate.batch_size",
+     "100000 samples (the default) of 100000 walkers make 1 measurement step"),
+    # too few samples for any batch: 2 steps of one walker per GPU
+    (eval_cfg({"samples": 1}), "sweeps.t.evaluate.samples", "the smallest valid evaluate.samples is 2"),
+    (eval_cfg({"samples": 3}, sweeps__t__resources={"evaluate": {"gpu": 2}}), "sweeps.t.evaluate.samples",
+     "the smallest valid evaluate.samples is 4"),
+    # batches against devices, for every stage
+    (eval_cfg({"batch_size": 15}, sweeps__t__resources={"evaluate": {"gpu": 2}}), "sweeps.t.evaluate.batch_size",
+     "15 walkers do not split evenly over 2 GPU(s) (resources.evaluate.gpu): use a multiple of 2, e.g. 16"),
+    (eval_cfg({"finetune_steps": 5, "finetune": {"batch_size": 9}}, sweeps__t__resources={"evaluate": {"gpu": 2}}),
+     "sweeps.t.evaluate.finetune.batch_size", "9 walkers do not split evenly over 2 GPU(s)"),
+    (cfg(sweeps__t__pretrain={"batch_size": 18}, sweeps__t__resources={"pretrain": {"gpu": 4}}),
+     "sweeps.t.pretrain.batch_size", "18 walkers do not split evenly over 3 depths × 4 GPU(s) (resources.pretrain.gpu): "
+                                     "use a multiple of 12, e.g. 24"),
+    # the series store must hold 2 blocks of the largest series (the error bars need them)
+    (eval_cfg({"max_series_elements": 100}), "sweeps.t.evaluate.max_series_elements",
+     "100 numbers cannot hold 2 blocks of the largest series"),
+])
+def test_impossible_combinations_are_named_before_any_job(config, key, text):
+    msg = error(config)
+    assert msg.startswith(key + ":"), msg
+    assert text in msg, msg
+
+
+def test_impossible_combination_in_the_cli_is_one_line(tmp_path, capsys):
+    from qernel import cli
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(eval_cfg({"samples": 1, "batch_size": 16})))
+    assert cli.main(["info", "--config", str(path), "--sweep", "t", "--no-model"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "sweeps.t.evaluate.samples:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("changes, evaluate, expect, note", [
+    # three depths and no batch: the default 256 adapts to 255 (the nearest multiple of 3)
+    ({"sweeps__t__pretrain": {}}, None, ("pretrain", "batch_size", 255),
+     "pretrain.batch_size: the default 256 walkers do not split over 3 depths × 1 GPU(s)"),
+    ({"sweeps__t__pretrain": {}, "sweeps__t__resources": {"pretrain": {"gpu": 2}}}, None,
+     ("pretrain", "batch_size", 258), "using 258, the nearest multiple of 6"),
+    # samples 500 with the default batch 512: 2 steps of 250 walkers
+    ({}, {"samples": 500}, ("evaluate", "batch_size", 250), "evaluate.batch_size: the default 512 walkers do not fit "
+                                                            "with evaluate.samples = 500"),
+    ({"sweeps__t__resources": {"evaluate": {"gpu": 3}}}, {}, ("evaluate", "batch_size", 510), "over 3 GPU(s)"),
+])
+def test_a_default_adapts_to_the_sweep_and_says_so(changes, evaluate, expect, note):
+    c = cfg(**changes)
+    if evaluate is not None:
+        c["sweeps"]["t"]["evaluate"] = evaluate
+    s = qc.validate_config(c)["t"]
+    part, key, value = expect
+    assert s.resolved[part][key] == value
+    assert any(note in n for n in s.notes), s.notes
+    assert any(note in line for line in s.snapshot(part).splitlines() if line.startswith("# adapted:"))
+
+
+def test_no_note_when_the_defaults_fit():
+    s = qc.validate_config(cfg(sweeps__t__depths=[0.0, 1.0], sweeps__t__pretrain={}))["t"]
+    assert s.resolved["pretrain"]["batch_size"] == 256 and s.resolved["evaluate"]["batch_size"] == 512
+    assert s.notes == ()
+
+
+# -- sweep names YAML would read as numbers or booleans (issue 15, item 4) -------------------
+NAMED = """\
+sweeps:
+  2024: &one
+    system: {supercell: [[1, 0], [0, 1]], n_up: 1, n_down: 0, units: moire, coupling: 0.0, phase_deg: 45}
+    depths: [1.0]
+  on: *one
+  1e3: *one
+  0x10: *one
+"""
+
+
+def test_sweep_names_are_the_text_the_user_wrote(tmp_path):
+    path = tmp_path / "named.yaml"
+    path.write_text(NAMED)
+    assert qc.list_sweeps(path) == ["2024", "on", "1e3", "0x10"]
+    assert qc.load_sweep(path, "on").name == "on" and qc.load_sweep(path, "0x10", resolve=False).name == "0x10"
+    # what Snakemake parses (YAML 1.1: 2024, True, 16 ...) maps back to the names as written
+    parsed = yaml.safe_load(NAMED)
+    assert set(parsed["sweeps"]) == {2024, True, "1e3", 16}
+    fixed = qc.with_written_sweep_names(parsed, [(str(path), qc.read_config(path))])
+    assert list(fixed["sweeps"]) == ["2024", "on", "1e3", "0x10"]
+    assert qc.validate_config({**fixed, "run_sweeps": [2024, True, "1e3"]}, resolve=False)
+    assert qc.run_sweeps({**fixed, "run_sweeps": [2024, True]}) == ["2024", "on"]
+
+
+def test_sweep_names_yaml_reads_alike_must_be_quoted(tmp_path):
+    path = tmp_path / "twins.yaml"
+    path.write_text(NAMED.replace("1e3: *one", "yes: *one"))
+    with pytest.raises(qc.ConfigError, match=r"^sweeps: the sweep names 'on', 'yes' are the same bool \(True\) to "
+                                             r"YAML: quote them"):
+        qc.with_written_sweep_names(yaml.safe_load(path.read_text()), [(str(path), qc.read_config(path))])
+    # a name without a written form (e.g. from --config) that is not an integer must be quoted
+    with pytest.raises(qc.ConfigError, match="quote it"):
+        qc.with_written_sweep_names({"sweeps": {True: {}}}, [])
+    assert list(qc.with_written_sweep_names({"sweeps": {7: {}}}, [])["sweeps"]) == ["7"]
+
+
+# -- where a key comes from (issue 15, item 6) -------------------------------------------------
+def test_an_error_in_a_merged_sweep_says_where_each_key_comes_from():
+    base = {"sweeps": {"demo": {"system": {"units": "moire", "coupling": 10.0, "n_up": 1, "supercell": 1,
+                                           "phase_deg": 45}, "depths": [1.0]}}}
+    mine = {"sweeps": {"demo": {"system": {"units": "physical", "effective_mass": 0.35, "epsilon": 5.0,
+                                           "moire_length_nm": 8.0}}}}
+    layers = [("config/config.yaml", base), ("my.yaml", mine)]
+    merged = qc.merge_configs(base, mine)
+    with pytest.raises(qc.ConfigError) as info:
+        qc.validate_config(merged, resolve=False)
+    msg = qc.explain_origin(info.value, layers)
+    assert msg.startswith("sweeps.demo.system.coupling: not allowed with units: physical")
+    assert "sweeps.demo.system.coupling from config/config.yaml; sweeps.demo.system.units from my.yaml" in msg
+    assert "--replace-workflow-config" in msg
+    # a sweep from one file only: the message stays as it was
+    assert qc.explain_origin(info.value, [("my.yaml", merged)]) == str(info.value)

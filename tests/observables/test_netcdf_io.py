@@ -35,7 +35,7 @@ def test_provenance_attrs():
     assert attrs["energy_unit_meV"] == pytest.approx(3.3756, rel=1e-4)
     assert json.loads(attrs["config"]) == PHYSICAL
     assert attrs["config_hash"] == qio.config_hash(PHYSICAL)
-    assert attrs["git_commit"] == "unknown" or re.fullmatch(r"[0-9a-f]{40}", attrs["git_commit"])
+    assert attrs["git_commit"] == "unknown" or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", attrs["git_commit"])
     assert attrs["qernel_version"]
     assert np.isnan(qio.provenance_attrs(MOIRE, "demo")["energy_unit_meV"])
     assert qio.provenance_attrs(MOIRE, "demo", energy_unit_meV=2.0)["energy_unit_meV"] == 2.0

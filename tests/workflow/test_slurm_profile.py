@@ -66,7 +66,7 @@ def test_dry_run_shows_gpus_on_pretrain_and_evaluate(tmp_path):
 def test_account_and_partitions_come_from_the_environment(paper_jobs):
     for job in paper_jobs:
         res = job["resources"]
-        if job["rule"] in ("sweep_config", "all"):
+        if job["rule"] in ("sweep_config", "sweep_compute_config", "all"):
             continue  # local rules: never submitted
         assert res["slurm_account"] == "proj42"
         assert res["slurm_partition"] == ("gpu" if job["rule"] in ("pretrain", "evaluate") else "cpu")
@@ -146,3 +146,48 @@ def test_gpu_model_from_the_environment(tmp_path, monkeypatch):
     call = sbatch_call(job, monkeypatch)
     assert "--gpus=h100:1" in call and " -p " not in call and " -A " not in call
 
+
+
+LOCAL_RULES = ("sweep_config", "sweep_compute_config")
+
+
+def test_the_plan_shows_trivial_jobs_are_local_and_every_job_asks_for_what_it_needs(tmp_path):
+    """`snakemake --profile slurm -n --config run_sweeps=[paper_15x15]` (issue 15, item 8): the
+    snapshot writers are local rules (listed at the start of the plan) asking for a minute and
+    100 MB, not the profile's default 60 minutes, 4 GB and 50 GB of disk; every other job asks
+    for its own resources from the config."""
+    out = slurm_dry_run(tmp_path, {}, "--config", "run_sweeps=[paper_15x15]")
+    assert "local rules (they run where snakemake runs, never queued on a cluster): all, sweep_config, " \
+           "sweep_compute_config" in out
+    jobs = dry_run_jobs(out)
+    local = [j for j in jobs if j["rule"] in LOCAL_RULES]
+    assert len(local) == 5
+    for job in local:
+        res = job["resources"]
+        assert (res["runtime"], res["mem_mb"], res["disk_mb"], res["gpu"]) == (1, 100, 1, 0), job
+    expected = {"pretrain": (2880, 256000, 32, 8), "evaluate": (1440, 64000, 8, 1), "observables": (120, 16000, 1, 0),
+                "aggregate": (10, 2000, 1, 0), "plot": (10, 2000, 1, 0)}
+    for job in jobs:
+        if job["rule"] in expected:
+            res = job["resources"]
+            assert (res["runtime"], res["mem_mb"], res["cpus_per_task"], res["gpu"]) == expected[job["rule"]], job
+
+
+def test_local_rules_never_reach_sbatch(tmp_path):
+    """A real run under the SLURM profile of the snapshot targets only, with stand-ins for the
+    SLURM commands: the local rules run here and `sbatch` is never called."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    for name in ("squeue", "sacct", "sacctmgr", "sinfo", "scontrol", "scancel", "sbatch"):
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\necho \"{name} $*\" >> '{calls}'\nexit {1 if name == 'sbatch' else 0}\n")
+        script.chmod(0o755)
+    targets = [f"results/paper_15x15/config/{name}.yaml" for name in ("pretrain", "pretrain.compute", "analysis")]
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    res = snakemake(*targets, "--profile", "slurm", "--directory", tmp_path / "wd", "--configfile", CONFIG,
+                    cwd=REPO, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:]
+    for target in targets:
+        assert (tmp_path / "wd" / target).is_file()
+    assert "sbatch" not in (calls.read_text() if calls.exists() else "")

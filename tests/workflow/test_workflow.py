@@ -13,7 +13,7 @@ import yaml
 
 from smk import CONFIG, REPO, SNAKEFILE, dry_run_jobs, in_dir, job_counts, small_sweep, snakemake, write_config
 
-DEMO_JOBS = {"sweep_config": 3, "pretrain": 1, "evaluate": 9, "observables": 9, "aggregate": 1, "plot": 1, "all": 1}
+DEMO_JOBS = {"sweep_config": 3, "sweep_compute_config": 2, "pretrain": 1, "evaluate": 9, "observables": 9, "aggregate": 1, "plot": 1, "all": 1}
 PAPER = ("paper_6x6", "paper_9x9", "paper_12x12", "paper_15x15")
 
 
@@ -64,7 +64,7 @@ def test_dry_run_paper_sweeps(tmp_path):
                     "--config", f"run_sweeps=[{','.join(PAPER)}]")
     assert res.returncode == 0, res.stdout
     n = len(PAPER)
-    assert job_counts(res.stdout) == {"sweep_config": 3 * n, "pretrain": n, "evaluate": 41 * n, "observables": 41 * n,
+    assert job_counts(res.stdout) == {"sweep_config": 3 * n, "sweep_compute_config": 2 * n, "pretrain": n, "evaluate": 41 * n, "observables": 41 * n,
                                       "aggregate": n, "plot": n, "all": 1}
     jobs = dry_run_jobs(res.stdout)
     gpus = {j["wildcards"]["sweep"]: j["resources"]["gpu"] for j in jobs if j["rule"] == "pretrain"}
@@ -96,6 +96,10 @@ BAD = {
     "unknown pretrain option": (dict(pretrain={"stepz": 3, "batch_size": 24}), "sweeps.s.pretrain:"),
     "batch that does not split over the depths": (dict(pretrain={"batch_size": 25}),
                                                   "sweeps.s.pretrain.batch_size: 25 walkers do not split"),
+    "samples that give no error bar": (dict(evaluate={"samples": 1, "batch_size": 16}),
+                                       "sweeps.s.evaluate.samples: 1 samples of 16 walkers make 1 measurement step"),
+    "batch that does not split over the GPUs": (dict(evaluate={"batch_size": 15}, resources={"evaluate": {"gpu": 2}}),
+                                                "sweeps.s.evaluate.batch_size: 15 walkers do not split evenly over 2"),
 }
 
 
@@ -110,6 +114,18 @@ def test_bad_config_fails_before_any_job(case, tmp_path):
     assert "invalid config: " + message in res.stdout, res.stdout[-3000:]
     assert "Job stats" not in res.stdout and "rule " not in res.stdout
     assert not (tmp_path / "results").exists()
+
+
+def test_a_default_that_does_not_fit_adapts_and_the_run_says_so(tmp_path):
+    """Three depths and no pretrain.batch_size: the default 256 walkers adapt to 255 (issue 15,
+    item 3); the plan says so and the pretraining snapshot holds the adapted value."""
+    cfg = write_config(tmp_path / "c.yaml", {"s": small_sweep(depths=[0.0, 1.0, 2.0], pretrain={"steps": 5})})
+    res = snakemake("results/s/config/pretrain.yaml", "--cores", "1", *in_dir(tmp_path, cfg))
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert ("sweeps.s.pretrain.batch_size: the default 256 walkers do not split over 3 depths × 1 GPU(s) "
+            "(resources.pretrain.gpu); using 255, the nearest multiple of 3") in res.stdout
+    snap = yaml.safe_load((tmp_path / "results/s/config/pretrain.yaml").read_text())
+    assert snap["sweeps"]["s"]["pretrain"]["batch_size"] == 255
 
 
 # -- what reruns ----------------------------------------------------------------------------
@@ -141,13 +157,14 @@ def sweeps_of(output: str) -> set[str]:
     return {j["wildcards"]["sweep"] for j in dry_run_jobs(output) if "sweep" in j["wildcards"]}
 
 
-def chain(n_depths: int, snapshots: int = 3, pretrain: bool = True) -> dict[str, int]:
-    """The jobs of one sweep's chain (snapshots: how many stage snapshots are rewritten)."""
-    counts = {"sweep_config": snapshots, "pretrain": 1, "evaluate": n_depths, "observables": n_depths,
-              "aggregate": 1, "plot": 1, "all": 1}
+def chain(n_depths: int, snapshots: int = 3, pretrain: bool = True, compute_snapshots: int = 0) -> dict[str, int]:
+    """The jobs of one sweep's chain (snapshots: how many stage snapshots are rewritten;
+    compute_snapshots: how many compute snapshots)."""
+    counts = {"sweep_config": snapshots, "sweep_compute_config": compute_snapshots, "pretrain": 1,
+              "evaluate": n_depths, "observables": n_depths, "aggregate": 1, "plot": 1, "all": 1}
     if not pretrain:
         del counts["pretrain"]
-    return counts
+    return {k: v for k, v in counts.items() if v}
 
 
 def mtimes(folder: Path) -> dict[Path, int]:
@@ -159,7 +176,7 @@ def test_what_reruns(tmp_path):
     cfg = tmp_path / "config.yaml"
     a = small_sweep(depths=[0.0, 1.0, 2.0])
     write_config(cfg, {"a": a})
-    assert job_counts(dry(tmp_path, cfg)) == chain(3)
+    assert job_counts(dry(tmp_path, cfg)) == chain(3, compute_snapshots=2)
     fake_finish(tmp_path, cfg)
 
     # deleting one depth's outputs reruns that depth's chain only (and the per-sweep summaries)
@@ -183,7 +200,7 @@ def test_what_reruns(tmp_path):
     b = small_sweep(depths=[0.5, 1.5], seed=3)
     write_config(cfg, {"a": a, "b": b}, run_sweeps=["a", "b"])
     out = dry(tmp_path, cfg)
-    assert job_counts(out) == chain(2) and sweeps_of(out) == {"b"}
+    assert job_counts(out) == chain(2, compute_snapshots=2) and sweeps_of(out) == {"b"}
     fake_finish(tmp_path, cfg, "b")
     assert mtimes(tmp_path / "results" / "a") == before
 
@@ -200,21 +217,32 @@ def test_what_reruns(tmp_path):
     assert job_counts(out) == chain(3, snapshots=1) and sweeps_of(out) == {"a"}
     assert [j["wildcards"]["stage"] for j in dry_run_jobs(out) if j["rule"] == "sweep_config"] == ["pretrain"]
 def test_config_snapshots_are_what_the_jobs_read(tmp_path):
+    """Each job reads its stage's run snapshot and compute snapshot merged: exactly the resolved
+    parts of the sweep that Snakemake validated (defaults filled in and adapted)."""
     cfg = write_config(tmp_path / "c.yaml", {"a": small_sweep(description="x", resources={"plot": {"mem_mb": 9}},
-                                                                evaluate={"samples": 5})})
-    res = snakemake("results/a/config/pretrain.yaml", "results/a/config/evaluate.yaml",
-                    "results/a/config/analysis.yaml", "--cores", "1", *in_dir(tmp_path, cfg))
+                                                                evaluate={"samples": 5},
+                                                                pretrain={"steps": 10, "batch_size": 24,
+                                                                          "log_every": 3})})
+    snaps = tmp_path / "results" / "a" / "config"
+    targets = [f"results/a/config/{name}.yaml" for name in
+               ("pretrain", "evaluate", "analysis", "pretrain.compute", "evaluate.compute")]
+    res = snakemake(*targets, "--cores", "1", *in_dir(tmp_path, cfg))
     assert res.returncode == 0, res.stdout
     from qernel.config import STAGE_KEYS, load_sweep, validate_config
 
     full = validate_config(yaml.safe_load(cfg.read_text()))["a"]
     for stage, keys in STAGE_KEYS.items():
-        snap = tmp_path / "results" / "a" / "config" / f"{stage}.yaml"
-        assert sorted(yaml.safe_load(snap.read_text())["sweeps"]["a"]) == sorted(keys)
-        sweep = load_sweep(snap, "a")
-        assert sweep.stage_hash(stage) == full.stage_hash(stage)
-        assert sweep.depth_labels == full.depth_labels and sweep.system == full.system
-    assert load_sweep(tmp_path / "results/a/config/evaluate.yaml", "a").evaluate_spec == {"samples": 5}
+        files = [snaps / f"{stage}.yaml"] + ([snaps / f"{stage}.compute.yaml"] if stage != "analysis" else [])
+        assert sorted(yaml.safe_load(files[0].read_text())["sweeps"]["a"]) == sorted(keys)
+        job = load_sweep(files, "a", stage=stage)
+        assert job.resolved == {key: full.resolved[key] for key in keys}
+        assert job.stage_hash(stage) == full.stage_hash(stage) and job.run_hash(stage) == full.run_hash(stage)
+        assert job.depth_labels == full.depth_labels and job.system == full.system
+    pre = yaml.safe_load((snaps / "pretrain.compute.yaml").read_text())["sweeps"]["a"]["pretrain"]
+    assert pre["log_every"] == 3 and "steps" not in pre  # compute keys only
+    job = load_sweep([snaps / "evaluate.yaml", snaps / "evaluate.compute.yaml"], "a", stage="evaluate")
+    assert job.evaluate.samples == 5 and job.evaluate.batch_size == 2  # the default batch adapted: 2 steps
+    assert "resources" not in yaml.safe_load((snaps / "pretrain.yaml").read_text())["sweeps"]["a"]
 
 
 def test_report_has_every_figure_with_its_caption(tmp_path):

@@ -15,5 +15,5 @@ rule aggregate:
     conda:
         CONDA_ENV
     shell:
-        "qernel aggregate --config {input.config} --sweep {wildcards.sweep}"
-        " --out {output.phase_diagram} {input.observables} >> {log} 2>&1"
+        "qernel aggregate --config {input.config:q} --sweep {wildcards.sweep:q}"
+        " --out {output.phase_diagram:q} {input.observables:q} >> {log:q} 2>&1"

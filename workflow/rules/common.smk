@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 try:
@@ -17,11 +18,29 @@ except ImportError as e:
         "Install it into the environment that runs snakemake: `pip install -e .` (or `make setup`)."
     )
 
+
+def config_layers():
+    """The config files (and --config) that Snakemake merged into `config`, in merge order, each
+    read with its keys as written: [(label, mapping)]. With --replace-workflow-config the
+    workflow's own config/config.yaml is not among them."""
+    given = [Path(f) for f in workflow.overwrite_configfiles]
+    own = [Path(f) for f in workflow.configfiles if Path(f).resolve() not in {g.resolve() for g in given}]
+    files = given if workflow.config_settings.replace_workflow_config else own + given
+    layers = [(str(f), qconfig.read_config(f)) for f in files if Path(f).is_file()]
+    if workflow.config_settings.config:
+        layers.append(("--config", dict(workflow.config_settings.config)))
+    return layers
+
+
+_LAYERS = []
 try:
+    _LAYERS = config_layers()
+    # sweep names as the user wrote them (YAML reads `2024` as a number and `on` as true)
+    config.update(qconfig.with_written_sweep_names(config, _LAYERS))
     SWEEPS = qconfig.validate_config(config)
     RUN_SWEEPS = qconfig.run_sweeps(config)
 except qconfig.ConfigError as e:
-    raise WorkflowError(f"invalid config: {e}")
+    raise WorkflowError(f"invalid config: {qconfig.explain_origin(e, _LAYERS)}")
 
 #: The figures `qernel plot` writes (qernel.plots.FIGURES), each as PNG and PDF, and the
 #: stems of their report captions in workflow/report/.
@@ -32,6 +51,12 @@ FIGURES = {
     "structure_factor": "fig_structure_factor",
     "training": "fig_training",
 }
+
+#: Rules that only write small files or collect targets: they run where snakemake runs (the
+#: Snakefile's `localrules:`), so a cluster never queues a job that takes a millisecond.
+LOCAL_RULES = ("all", "sweep_config", "sweep_compute_config")
+#: What a local rule asks for (shown by the dry run; a local rule never reaches a scheduler).
+LOCAL_RESOURCES = {"runtime": 1, "mem_mb": 100, "disk_mb": 1, "cpus_per_task": 1, "gpu": 0}
 
 #: Software environment of every rule (used with --sdm conda; otherwise the rules run in the
 #: environment that runs snakemake, which must have qernel installed).
@@ -49,6 +74,7 @@ wildcard_constraints:
     sweep="|".join(re.escape(name) for name in SWEEPS),
     V=qconfig.DEPTH_LABEL_REGEX,
     stage="|".join(qconfig.STAGE_KEYS),
+    compute_stage="pretrain|evaluate",
 
 
 def sweep_file(sweep, *parts):
@@ -97,9 +123,17 @@ def rule_threads(rule):
 
 
 def snapshot(stage):
-    """Input: the parts of the job's sweep that `stage` depends on, as validated here
-    (results/<sweep>/config/<stage>.yaml, rewritten only when those parts change)."""
+    """Input: the run and progress keys of the job's sweep that `stage` reads, resolved and
+    validated here (results/<sweep>/config/<stage>.yaml): rewritten only when they change, and
+    then the stage reruns (a newer input)."""
     return sweep_file("{sweep}", "config", f"{stage}.yaml")
+
+
+def compute_snapshot(stage):
+    """Input: the compute keys of the job's sweep that `stage` reads (log_every, memory knobs, ...;
+    results/<sweep>/config/<stage>.compute.yaml), rewritten whenever they change but `ancient`:
+    a new value reaches the next job of the stage and reruns nothing by itself."""
+    return ancient(sweep_file("{sweep}", "config", f"{stage}.compute.yaml"))
 
 
 def output_dir(name):
@@ -110,3 +144,10 @@ def output_dir(name):
         return str(Path(files if isinstance(files, str) else files[0]).parent)
 
     return get
+
+
+if workflow.is_main_process:
+    for _name in RUN_SWEEPS:
+        for _note in SWEEPS[_name].notes:
+            logger.info(f"sweeps.{_name}.{_note}")
+    logger.info(f"local rules (they run where snakemake runs, never queued on a cluster): {', '.join(LOCAL_RULES)}")

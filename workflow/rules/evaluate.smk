@@ -2,6 +2,7 @@
 rule evaluate:
     input:
         config=snapshot("evaluate"),
+        compute=compute_snapshot("evaluate"),
         model=sweep_file("{sweep}", "pretrain", "model.msgpack"),
     output:
         evaluation=sweep_file("{sweep}", "depth", "{V}", "evaluation.nc"),
@@ -15,5 +16,5 @@ rule evaluate:
     conda:
         CONDA_ENV
     shell:
-        "qernel evaluate --config {input.config} --sweep {wildcards.sweep} --depth {wildcards.V}"
-        " --checkpoint {input.model} --out {output.evaluation} >> {log} 2>&1"
+        "qernel evaluate --config {input.config:q} --config {input.compute:q} --sweep {wildcards.sweep:q} --depth {wildcards.V:q}"
+        " --checkpoint {input.model:q} --out {output.evaluation:q} >> {log:q} 2>&1"

@@ -15,5 +15,5 @@ rule observables:
     conda:
         CONDA_ENV
     shell:
-        "qernel observables --config {input.config} --sweep {wildcards.sweep} --depth {wildcards.V}"
-        " --evaluation {input.evaluation} --out {output.observables} >> {log} 2>&1"
+        "qernel observables --config {input.config:q} --sweep {wildcards.sweep:q} --depth {wildcards.V:q}"
+        " --evaluation {input.evaluation:q} --out {output.observables:q} >> {log:q} 2>&1"

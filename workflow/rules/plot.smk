@@ -27,5 +27,5 @@ rule plot:
     conda:
         CONDA_ENV
     shell:
-        "qernel plot --config {input.config} --sweep {wildcards.sweep} --phase-diagram {input.phase_diagram}"
-        " --train {input.train} --out-dir {params.out_dir} >> {log} 2>&1"
+        "qernel plot --config {input.config:q} --sweep {wildcards.sweep:q} --phase-diagram {input.phase_diagram:q}"
+        " --train {input.train:q} --out-dir {params.out_dir:q} >> {log:q} 2>&1"
