@@ -164,12 +164,13 @@ def cmd_evaluate(args) -> int:
     _log_start(args, sweep, stage="evaluate")
     log.info("depth %s %s = %.6f E_M", label, sweep.config_units, depth)
     from qernel.evaluate import ModelCheckpointError, evaluate_depth
+    from qernel.train import finetune
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         evaluate_depth(sweep.system, _wavefunction(sweep), ckpt, depth, sweep.evaluate, out,
-                       seed=depth_seed(sweep, label), attrs=provenance(sweep, depth_label=label))
+                       seed=depth_seed(sweep, label), attrs=provenance(sweep, depth_label=label), finetune=finetune)
     except ModelCheckpointError as err:
         raise CLIError(str(err)) from None
     log.info("wrote %s", out)

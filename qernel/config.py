@@ -863,7 +863,9 @@ class Sweep:
         return self._component("pretrain", lambda: TrainConfig.from_dict(spec).to_dict())
 
     def _resolve_evaluate(self, notes: list) -> dict:
-        from qernel.evaluate import EvalConfig, make_grids
+        from qernel.evaluate import EvalConfig
+        from qernel.observables import default_observables
+        from qernel.train import check_finetune_options
 
         spec = dict(self.evaluate_spec)
         devices = max(1, int(self.resources["evaluate"].get("gpu", 0)))
@@ -910,10 +912,11 @@ class Sweep:
                               f"{fine['batch_size']} walkers do not split evenly over {devices} GPU(s) "
                               f"(resources.evaluate.gpu): use a multiple of {devices}", related=(gpu_key,))
         cfg = self._component("evaluate", lambda: EvalConfig.from_dict(spec))
+        if isinstance(fine, Mapping):
+            self._component("evaluate", lambda: check_finetune_options(dict(fine)))
         # every stored series must keep at least 2 blocks (observables needs 2 for error bars)
-        grids = make_grids(self.system, cfg)
-        largest = max(int(np.prod(grids.cell_bins)), int(np.prod(grids.supercell_bins)), len(grids.kvectors),
-                      int(grids.pair_bins), 1)
+        largest = max([int(np.prod(spec.shape)) for o in default_observables(self.system, cfg)
+                       for spec in o.series().values()] + [1])
         if cfg.max_series_elements < 2 * largest:
             if "max_series_elements" in spec:
                 raise ConfigError(self._key("evaluate", "max_series_elements"),
@@ -924,6 +927,8 @@ class Sweep:
             notes.append(f"evaluate.max_series_elements: the default does not hold 2 blocks of a {largest}-number "
                          f"series; using {2 * largest}")
             cfg = self._component("evaluate", lambda: EvalConfig.from_dict(spec))
+        if isinstance(fine, Mapping):
+            self._component("evaluate", lambda: check_finetune_options(dict(fine)))
         return cfg.to_dict()
 
     @property

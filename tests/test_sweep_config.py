@@ -330,6 +330,10 @@ def eval_cfg(evaluate=None, **changes):
     (cfg(sweeps__t__pretrain={"batch_size": 18}, sweeps__t__resources={"pretrain": {"gpu": 4}}),
      "sweeps.t.pretrain.batch_size", "18 walkers do not split evenly over 3 depths × 4 GPU(s) (resources.pretrain.gpu): "
                                      "use a multiple of 12, e.g. 24"),
+    # a fine-tuning option that is not a training option (evaluation does not import training:
+    # the check is in validation, before any job)
+    (eval_cfg({"finetune_steps": 5, "finetune": {"learnig_rate": 0.01}}), "sweeps.t.evaluate",
+     "unknown finetune key(s) ['finetune.learnig_rate']"),
     # the series store must hold 2 blocks of the largest series (the error bars need them)
     (eval_cfg({"max_series_elements": 100}), "sweeps.t.evaluate.max_series_elements",
      "100 numbers cannot hold 2 blocks of the largest series"),
