@@ -173,9 +173,11 @@ def test_the_plan_shows_trivial_jobs_are_local_and_every_job_asks_for_what_it_ne
             assert (res["runtime"], res["mem_mb"], res["cpus_per_task"], res["gpu"]) == expected[job["rule"]], job
 
 
+@pytest.mark.slow
 def test_local_rules_never_reach_sbatch(tmp_path):
     """A real run under the SLURM profile of the snapshot targets only, with stand-ins for the
-    SLURM commands: the local rules run here and `sbatch` is never called."""
+    SLURM commands: the local rules run here and `sbatch` is never called. (About a minute of
+    wall time, most of it the executor's polling; seconds of CPU.)"""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls.log"
