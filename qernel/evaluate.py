@@ -90,6 +90,7 @@ import numpy as np
 import xarray as xr
 
 from qernel import checkpoint, parallel
+from qernel.config import config_hash
 from qernel.hamiltonian import LAPLACIAN_METHODS
 from qernel.mcmc import WALKER_AXES, MCMCState, init_walkers, make_mcmc_step
 from qernel.observables import (
@@ -583,31 +584,10 @@ class Finetune(Protocol):
                  seed: int, dtype: str, attrs: dict, mesh) -> tuple[Any, dict]: ...
 
 
-#: File in the work folder naming the evaluation setup its checkpoints belong to.
-WORK_MARKER = "setup_hash"
-
-
 def work_dir(out_path) -> Path:
     """The folder of fine-tuning and sampling checkpoints beside out_path: `<stem>_checkpoints/`."""
     out_path = Path(out_path)
     return out_path.with_name(out_path.stem + "_checkpoints")
-
-
-def _claim_work_dir(directory: Path, setup_hash: str) -> None:
-    """Keep the checkpoints if they belong to this setup; else move them to `<dir>.previous/`."""
-    marker = directory / WORK_MARKER
-    if directory.is_dir() and any(p.name != WORK_MARKER for p in directory.iterdir()):
-        old = marker.read_text().strip() if marker.is_file() else "unknown"
-        if old == setup_hash:
-            log.info("resuming from the checkpoints in %s", directory)
-        else:
-            previous = directory.with_name(directory.name + ".previous")
-            shutil.rmtree(previous, ignore_errors=True)
-            directory.rename(previous)
-            log.warning("the evaluation setup changed (model, options, depth or seed): moved the old checkpoints "
-                        "to %s and start afresh", previous)
-    directory.mkdir(parents=True, exist_ok=True)
-    marker.write_text(setup_hash + "\n")
 
 
 def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalConfig, out_path, seed: int = 0,
@@ -646,7 +626,8 @@ def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalC
         setup = {"model_sha256": model_sha, "depth": float(depth), "seed": int(seed), "dtype": dtype,
                  "evaluate": cfg.to_dict(), "system": system.config_dict()}
         work = work_dir(out_path)
-        _claim_work_dir(work, hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest())
+        # checkpoints of another setup are kept aside by its hash, never overwritten (qernel.checkpoint.claim)
+        checkpoint.claim(work, config_hash(setup), setup, what="evaluation checkpoints")
         root = jax.random.PRNGKey(seed)
         run_attrs = {"model_checkpoint": str(checkpoint_path), "model_sha256": model_sha,
                      "finetune_steps": int(cfg.finetune_steps), "seed": int(seed)}

@@ -159,11 +159,14 @@ def test_killed_sampling_resumes_to_the_same_chain(setup, evaluated):
     fresh = qio.read_netcdf(folder / f"{DEPTHS[0]:g}" / "evaluation.nc")  # the same seed, uninterrupted
     for name in ("energy", "kinetic_energy", "local_energy_variance", "density", "rho_k_real", "acceptance"):
         np.testing.assert_allclose(resumed[name].values, fresh[name].values, rtol=1e-12, atol=1e-14)
-    # a changed setup does not resume from stale checkpoints: they are moved aside
+    # a changed setup does not resume from stale checkpoints: they are kept aside by their
+    # setup's hash (qernel.checkpoint.claim), never deleted
     with pytest.raises(SamplingInterrupted):
         _run(setup, DEPTHS[0], out, callback=kill_at_7)
     _run(setup, DEPTHS[0], out, seed=12)
-    assert work_dir(out).with_name(work_dir(out).name + ".previous").is_dir()
+    kept = [p for p in work_dir(out).parent.iterdir() if p.name.startswith(work_dir(out).name + ".")]
+    assert len(kept) == 1, kept
+    assert [p.name for _, p in checkpoint.list_checkpoints(kept[0] / "sampling")] == ["ckpt_00000007.msgpack"]
     assert not np.allclose(qio.read_netcdf(out)["energy"].values, fresh["energy"].values)
 
 
