@@ -269,7 +269,16 @@ class HartreeFock:
         out = []
         for centres in (centres_up, centres_down):
             centres = np.asarray(centres, float).reshape(-1, 2)
-            c = np.exp(-0.5 * width**2 * np.sum(k**2, axis=1))[:, None] * np.exp(-1j * k @ centres.T)
+            # a centre that repeats gets a plane-wave factor e^{iq·r} (q from the first shell of the
+            # moiré reciprocal lattice) per repeat, so that the orbitals stay independent
+            _, first, counts = np.unique(np.round(centres, 8), axis=0, return_inverse=True, return_counts=True)
+            first = first.ravel()
+            repeat = np.array([np.count_nonzero(first[:j] == first[j]) for j in range(len(centres))], dtype=int)
+            shell = np.concatenate([np.zeros((1, 2)), MOIRE_RECIPROCAL, -MOIRE_RECIPROCAL,
+                                    (MOIRE_RECIPROCAL[0] - MOIRE_RECIPROCAL[1])[None]])
+            q = shell[repeat % len(shell)]  # (n, 2)
+            kq = k[:, None, :] - q[None]  # (M, n, 2)
+            c = np.exp(-0.5 * width**2 * np.sum(kq**2, axis=-1)) * np.exp(-1j * k @ centres.T)
             if c.shape[1]:
                 s = c.conj().T @ c
                 w, v = np.linalg.eigh(s)

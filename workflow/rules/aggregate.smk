@@ -3,6 +3,7 @@ rule aggregate:
     input:
         config=snapshot("analysis"),
         observables=lambda wildcards: depth_files(wildcards.sweep, "observables.nc"),
+        hartree_fock=sweep_file("{sweep}", "hartree_fock.nc"),
     output:
         phase_diagram=sweep_file("{sweep}", "phase_diagram.nc"),
     log:
@@ -16,4 +17,4 @@ rule aggregate:
         CONDA_ENV
     shell:
         "qernel aggregate --config {input.config} --sweep {wildcards.sweep}"
-        " --out {output.phase_diagram} {input.observables} >> {log} 2>&1"
+        " --out {output.phase_diagram} --hartree-fock {input.hartree_fock} {input.observables} >> {log} 2>&1"
