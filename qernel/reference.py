@@ -29,11 +29,14 @@ hartree_fock.nc (dimension V, coord V in E_M; depth labels in the attr ``depth_l
 Attrs: ``hf_status`` ("V=<label>: <status>; ..."; the list as JSON in ``hf_status_json``), ``hf_starts`` (the start that won per
 depth), the options (``hf_<option>``), provenance (qernel.io).
 
-Cost bound: the basis at `shells` has M plane waves; if M > max_plane_waves the shells are
-lowered in steps of 0.5 down to 1.0 until it fits, and if even 1.0 shell exceeds it the depth
-is skipped (NaN, status "skipped: ..."). With the default 400: the 3×3 demo runs at 2 shells
-(M = 127); paper_6x6 (24 holes) at 1.5 shells, paper_9x9 at 1.0; paper_12x12 and
-paper_15x15 are skipped.
+Cost bound: the basis at `shells` has M plane waves (M ≈ 3.6 n_cells shells²); if
+M > max_plane_waves the shells are lowered in steps of 0.5 down to MIN_SHELLS = 2.0 until it
+fits, and if even 2.0 shells exceed it the depth is skipped (NaN, status "skipped: ..."). Below
+2 shells the basis cannot hold the localised crystal orbitals (demo at V = 10 E_M: E/N =
+−24.40 at 1 shell against −30.00 at 2), so the bound would be useless as a reference. With the
+default 400: the 3×3 demo runs at 2 shells (M = 127; 301 at 3 shells); paper_6x6 (M = 517 at
+2 shells) and larger are skipped unless a sweep raises max_plane_waves (each iteration costs
+~M² log M + M³).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ log = logging.getLogger(__name__)
 HF_SCALARS = ("hf_energy", "hf_kinetic_energy", "hf_potential_energy", "hf_interaction_energy", "hf_energy_bound",
               "hf_converged", "hf_iterations", "hf_shells", "hf_plane_waves", "hf_structure_factor_peak",
               "hf_translation_order", "hf_translation_overlap", "hf_momentum_x", "hf_momentum_y")
-MIN_SHELLS = 1.0
+MIN_SHELLS = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +95,9 @@ class HFOptions:
 
 
 def choose_shells(system, options: HFOptions) -> tuple[float | None, int]:
-    """(shells, M) of the largest cutoff in shells, shells − 0.5, ..., 1.0 whose basis has at most
-    max_plane_waves plane waves; (None, M at 1.0 shell) if none does."""
+    """(shells, M) of the largest cutoff in shells, shells − 0.5, ..., MIN_SHELLS whose basis has at
+    most max_plane_waves plane waves; (None, M at the smallest cutoff tried) if none does. A
+    configured `shells` below MIN_SHELLS is used as given."""
     shells = float(options.shells)
     while True:
         size = Basis.build(system, shells).size
@@ -132,8 +136,8 @@ def hartree_fock_sweep(system, depths, labels=None, options: HFOptions | None = 
             won.append(f"V={label}: -")
             continue
         if shells is None:
-            reason = (f"skipped: {size} plane waves at {MIN_SHELLS} shell exceed hartree_fock.max_plane_waves="
-                      f"{options.max_plane_waves}")
+            reason = (f"skipped: {size} plane waves at {max(MIN_SHELLS, min(options.shells, MIN_SHELLS))} shells "
+                      f"exceed hartree_fock.max_plane_waves={options.max_plane_waves}")
             status.append(f"V={label}: {reason}")
             won.append(f"V={label}: -")
             log.warning("HF at V=%s %s", label, reason)
