@@ -16,6 +16,10 @@ rule hartree_fock_config:
         sweep_file("{sweep}", "config", "hartree_fock.yaml"),
     params:
         text=lambda wildcards: hartree_fock_snapshot(wildcards.sweep, config["sweeps"][wildcards.sweep]),
+    log:
+        sweep_file("{sweep}", "logs", "sweep_config", "hartree_fock.log"),
+    benchmark:
+        sweep_file("{sweep}", "benchmarks", "sweep_config", "hartree_fock.tsv")
     localrule: True
     run:
         Path(output[0]).write_text(params.text, encoding="utf-8")
