@@ -237,3 +237,27 @@ def test_unreadable_hartree_fock_file_still_writes_the_vmc_diagram(tmp_path):
     merged = aggregate(paths, tmp_path / "pd.nc", hartree_fock=bad)
     assert np.all(np.isfinite(merged["energy"].values))
     assert np.all(np.isnan(merged["hf_energy"].values)) and "unreadable" in merged["hf_energy"].attrs["nan_reason"]
+
+
+def test_non_converging_hartree_fock_run_gives_nan_and_reason_in_the_phase_diagram(tmp_path):
+    """The real chain: `hartree_fock_sweep` with max_iter = 1 (no convergence) → hartree_fock.nc
+    → aggregate: hf_* NaN with the reason; the VMC variables complete."""
+    import math
+
+    from qernel.reference import HFOptions, hartree_fock_sweep
+    from qernel.system import System
+
+    system = System(Supercell.diagonal(3), n_up=6, coupling=10.62, phase=math.radians(45))
+    depths = np.array([5.0, 10.0])
+    hf = hartree_fock_sweep(system, depths, None, HFOptions(shells=1.0, starts=1, max_iter=1, seeded=False))
+    hf_path = qio.write_netcdf(hf, tmp_path / "hf.nc", qio.provenance_attrs(CONFIG, "demo"))
+    paths = [qio.write_netcdf(ds, tmp_path / f"o{i}.nc")
+             for i, ds in enumerate(step_sweep(depths, np.random.default_rng(3)))]
+    with pytest.warns(RuntimeWarning, match="hf_density: the HF grid differs"):  # 24×24 HF, 12×12 synthetic VMC
+        merged = aggregate(paths, tmp_path / "pd.nc", hartree_fock=hf_path)
+    assert "hf_density" not in merged
+    assert np.all(np.isfinite(merged["energy"].values)) and np.all(np.isfinite(merged["structure_factor_peak"]))
+    for name in ("hf_energy", "hf_interaction_energy", "hf_structure_factor_peak"):
+        assert np.all(np.isnan(merged[name].values)), name
+    assert "V=5.000: not converged after" in merged["hf_energy"].attrs["nan_reason"]
+    assert np.all(np.isfinite(merged["hf_energy_bound"].values))
