@@ -287,7 +287,7 @@ class HartreeFock:
         return tuple(out)
 
     def solve(self, coefficients=None, max_iter: int = 300, tol: float = 1e-7, gtol: float = 1e-4,
-              max_descent: int | None = None, **_ignored) -> HFResult:
+              max_descent: int | None = None) -> HFResult:
         """Self-consistent field from `coefficients` (default: the non-interacting orbitals).
 
         1. The optimal damping algorithm: each iteration diagonalises F[P̃], fills the lowest

@@ -26,8 +26,9 @@ hartree_fock.nc (dimension V, coord V in E_M; depth labels in the attr ``depth_l
                                    invariant, NaN where it breaks the symmetry
     hf_density (V, x, y)           density folded onto the moiré cell (electrons per a_M², the
                                    grid of the VMC density)
-Attrs: ``hf_status`` ("V=<label>: <status>; ..."; the list as JSON in ``hf_status_json``), ``hf_starts`` (the start that won per
-depth), the options (``hf_<option>``), provenance (qernel.io).
+Attrs: ``hf_status`` ("V=<label>: <status>; ..."; the list as JSON in ``hf_status_json``),
+``hf_best_start`` (the start that won per depth), the options (``hf_<option>``), provenance
+(qernel.io).
 
 Cost bound: the basis at `shells` has M plane waves (M ≈ 3.6 n_cells shells²); if
 M > max_plane_waves the shells are lowered in steps of 0.5 down to MIN_SHELLS = 2.0 until it
@@ -73,7 +74,7 @@ class HFOptions:
 
     enabled: bool = True
     shells: float = 2.0
-    starts: int = 4
+    starts: int = 3
     seeded: bool = True
     max_iter: int = 200
     max_plane_waves: int = 400
@@ -193,7 +194,7 @@ def hartree_fock_sweep(system, depths, labels=None, options: HFOptions | None = 
         ds[name].attrs.update(units="E_M", description="per electron; NaN where HF did not converge (hf_status)")
     ds.attrs.update(dict(attrs or {}))
     ds.attrs.update({"hf_status": "; ".join(status), "hf_status_json": json.dumps(status),
-                     "hf_starts": "; ".join(won), "depth_labels": ",".join(labels)})
+                     "hf_best_start": "; ".join(won), "depth_labels": ",".join(labels)})
     ds.attrs.update({f"hf_{k}": (int(v) if isinstance(v, bool) else v) for k, v in dataclasses.asdict(options).items()})
     return ds
 
@@ -211,7 +212,7 @@ def hartree_fock_snapshot(name: str, spec: Mapping) -> str:
     part = {"system": canonical["system"], "depths": canonical["depths"]}
     hf = dict(spec.get("hartree_fock") or {})
     if hf:
-        part["hartree_fock"] = {k: (v if isinstance(v, (bool, int, float, str)) else v) for k, v in hf.items()}
+        part["hartree_fock"] = hf
     body = yaml.safe_dump({"sweeps": {name: part}}, sort_keys=True, default_flow_style=None, width=100)
     return (f"# the parts of sweep {name!r} that stage 'hartree_fock' depends on, as validated by the workflow.\n"
             f"# sha256 {hashlib.sha256(canonical_json(part).encode('utf-8')).hexdigest()}\n" + body)
