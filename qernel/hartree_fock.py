@@ -297,9 +297,9 @@ class HartreeFock:
         2. If that does not converge within max_iter (near-degenerate levels at the Fermi energy,
            where the aufbau determinant oscillates and P̃ stays fractional): direct minimisation
            of the determinant energy from the lowest determinant met, by projected steepest
-           descent on the Grassmann manifold, C ← qr(C − t(1 − P)FC), Barzilai–Borwein steps
-           with an Armijo backtracking safeguard (monotone), at most max_descent (default
-           max_iter) steps.
+           descent on the Grassmann manifold, C ← qr(C − t(1 − P)K(1 − P)FC) with the kinetic
+           preconditioner K = diag(1/(1 + ½|K|²/τ)), Barzilai–Borwein steps and an Armijo
+           backtracking safeguard (monotone), at most max_descent (default max_iter) steps.
         Converged: step 1 converged, or the orbital gradient max |(1 − P)F C| < gtol in step 2.
         Returns the lowest-energy determinant met (a variational bound) with the histories
         (`energy_history`: E(P̃) in step 1; `descent_history`: the determinant energy in step 2).
@@ -373,6 +373,19 @@ class HartreeFock:
             return tuple(np.linalg.qr(x - step_i)[0] if x.size else x for x, step_i in zip(cc, step))
 
         e, grads = evaluate(c)
+        # kinetic preconditioner (Teter–Payne–Allan-like): high plane waves move less
+        kin = 0.5 * np.sum(self.basis.vectors**2, axis=1)
+        scale = max(1.0, float(np.mean([np.real(np.sum(kin[:, None] * np.abs(x) ** 2)) / max(1, x.shape[1])
+                                         for x in c if x.size] or [1.0])))
+        precond = (1.0 / (1.0 + kin / scale))[:, None]
+
+        def direction(cc, gg):
+            out = []
+            for x, gr in zip(cc, gg):
+                d = precond * gr
+                out.append(d - x @ (x.conj().T @ d))  # back onto the tangent space
+            return out
+
         t, e_hist, g_hist, converged, k = 0.05, [], [], False, 0
         prev = None
         for k in range(1, max_steps + 1):
@@ -382,19 +395,20 @@ class HartreeFock:
                 break
             if prev is not None:  # Barzilai–Borwein step from the last move (ignoring transport)
                 dx = sum(np.vdot(a, a).real for a in prev[0])
-                dxg = sum(np.vdot(a, b - b0).real for a, b, b0 in zip(prev[0], grads, prev[1]))
+                dxg = sum(np.vdot(a, b - b0).real for a, b, b0 in zip(prev[0], prev[1], prev[2]))
                 if dxg > 0:
-                    t = min(max(dx / dxg, 1e-4), 10.0)
-            g2 = sum(np.vdot(gr, gr).real for gr in grads)
+                    t = min(max(dx / dxg, 1e-4), 100.0)
+            dirs = direction(c, grads)
+            g2 = sum(np.vdot(gr, d).real for gr, d in zip(grads, dirs))
             while True:
-                c_new = retract(c, [t * gr for gr in grads])
+                c_new = retract(c, [t * d for d in dirs])
                 e_new, grads_new = evaluate(c_new)
                 if e_new <= e - 1e-4 * t * g2:
                     break
                 t *= 0.5
                 if t < 1e-10:
                     return e, tuple(c), k, False, e_hist, g_hist
-            prev = ([a - b for a, b in zip(c_new, c)], grads)
+            prev = ([a - b for a, b in zip(c_new, c)], direction(c_new, grads_new), dirs)
             c, e, grads = c_new, e_new, grads_new
             e_hist.append(e)
             g_hist.append(gnorm)
@@ -443,9 +457,22 @@ def _seed_centres(system: System, sites: np.ndarray):
     return up, down
 
 
+def embed_coefficients(coefficients, source: Basis, target: Basis):
+    """Orbitals (C_up, C_down) on the plane waves of `source` → the same orbitals on `target`
+    (coefficients of plane waves absent from `target` dropped), re-orthonormalised."""
+    rows = target.index_of(source.integers)
+    inside = rows >= 0
+    out = []
+    for c in coefficients:
+        new = np.zeros((target.size, c.shape[1]), dtype=complex)
+        new[rows[inside]] = c[inside]
+        out.append(np.linalg.qr(new)[0] if c.shape[1] else new)
+    return tuple(out)
+
+
 def hartree_fock(system: System, depth: float, shells: float = DEFAULT_SHELLS, n_starts: int = 4,
                  noise: float = 0.5, seed: int = 0, max_iter: int = 300, tol: float = 1e-7,
-                 seeded: bool = True) -> HFResult:
+                 seeded: bool = True, search_shells: float | None = None) -> HFResult:
     """Lowest-energy HF solution over several starts (the lowest converged one if any converged,
     else the lowest met, with converged False).
 
@@ -453,10 +480,22 @@ def hartree_fock(system: System, depth: float, shells: float = DEFAULT_SHELLS, n
     weight of complex Gaussian noise per coefficient, seed: its generator's), and with `seeded`
     the crystal-seeded ones of `crystal_site_patterns` (the patterns whose occupied sites
     differ). Random and seeded starts let HF find the symmetry-broken (crystal) solutions.
+    search_shells (< shells): run the starts in that smaller basis, then refine the lowest
+    solution in the full basis (one SCF from its embedded orbitals; `converged` is the
+    refinement's).
     Energies in E_M per supercell. Raises ValueError for n_starts < 1 or max_iter < 1.
     """
     if n_starts < 1 or max_iter < 1:
         raise ValueError(f"n_starts and max_iter must be >= 1, got {n_starts} and {max_iter}")
+    if search_shells is not None and search_shells < shells:
+        coarse = hartree_fock(system, depth, search_shells, n_starts, noise, seed, max_iter, tol, seeded)
+        hf = HartreeFock(system, depth, shells)
+        # near a solution already: a short ODA, then the direct minimisation if needed
+        r = hf.solve(embed_coefficients(coarse.coefficients, coarse.basis, hf.basis), max_iter=min(max_iter, 30),
+                     tol=tol, max_descent=max_iter)
+        label = f"{coarse.label} refined at {shells:g} shells"
+        attempts = tuple((f"{a[0]} ({search_shells:g} shells)",) + tuple(a[1:]) for a in coarse.attempts)
+        return dataclasses.replace(r, label=label, attempts=attempts + ((label, r.energy, r.converged, r.iterations),))
     hf = HartreeFock(system, depth, shells)
     rng = np.random.default_rng(seed)
     starts = [("band", lambda: hf.initial_coefficients(None, noise))]

@@ -30,14 +30,18 @@ Attrs: ``hf_status`` ("V=<label>: <status>; ..."; the list as JSON in ``hf_statu
 ``hf_best_start`` (the start that won per depth), the options (``hf_<option>``), provenance
 (qernel.io).
 
+Basis: the search over starts runs at search_shells (2.0) and the lowest solution is refined at
+shells (3.0). Demo system (6 holes, 3×3, λ = 10.62) at V = 10 E_M: E/N = −29.9959 (2 shells,
+127 plane waves), −30.2127 (3 shells, 301), −30.2133 (4 shells, 517): 3 shells are converged to
+~1e-3 E_M, 2 shells are not (0.22 E_M per hole too high).
+
 Cost bound: the basis at `shells` has M plane waves (M ≈ 3.6 n_cells shells²); if
 M > max_plane_waves the shells are lowered in steps of 0.5 down to MIN_SHELLS = 2.0 until it
 fits, and if even 2.0 shells exceed it the depth is skipped (NaN, status "skipped: ..."). Below
 2 shells the basis cannot hold the localised crystal orbitals (demo at V = 10 E_M: E/N =
-−24.40 at 1 shell against −30.00 at 2), so the bound would be useless as a reference. With the
-default 400: the 3×3 demo runs at 2 shells (M = 127; 301 at 3 shells); paper_6x6 (M = 517 at
-2 shells) and larger are skipped unless a sweep raises max_plane_waves (each iteration costs
-~M² log M + M³).
+−24.40 at 1 shell), so the bound would be useless as a reference. With the default 400: the
+3×3 demo runs at 3 shells (M = 301); paper_6x6 (M = 517 at 2 shells) and larger are skipped
+unless a sweep raises max_plane_waves (each iteration costs ~M² log M + M³).
 """
 
 from __future__ import annotations
@@ -67,14 +71,17 @@ MIN_SHELLS = 2.0
 class HFOptions:
     """A sweep's `hartree_fock` options (config schema `definitions.hartree_fock`).
 
-    enabled: run HF; shells: plane-wave cutoff in |b|; starts: band + random starts (the
+    enabled: run HF; shells: plane-wave cutoff in |b|; search_shells: the cutoff of the
+    multi-start search when below shells (the lowest solution is then refined at shells);
+    starts: band + random starts (the
     crystal-seeded ones are added when seeded); max_iter: SCF iterations per start (and as many
     direct-minimisation steps); max_plane_waves: the cost bound (module docstring).
     """
 
     enabled: bool = True
-    shells: float = 2.0
-    starts: int = 3
+    shells: float = 3.0
+    search_shells: float = 2.0
+    starts: int = 2
     seeded: bool = True
     max_iter: int = 200
     max_plane_waves: int = 400
@@ -88,7 +95,8 @@ class HFOptions:
         if unknown:
             raise ValueError(f"{key}.{unknown[0]}: unknown option (allowed: {', '.join(fields)})")
         out = cls(**spec)
-        for name, ok in (("shells", out.shells > 0), ("starts", out.starts >= 1), ("max_iter", out.max_iter >= 1),
+        for name, ok in (("shells", out.shells > 0), ("search_shells", out.search_shells > 0),
+                         ("starts", out.starts >= 1), ("max_iter", out.max_iter >= 1),
                          ("max_plane_waves", out.max_plane_waves >= 1)):
             if not ok:
                 raise ValueError(f"{key}.{name}: must be positive, got {getattr(out, name)!r}")
@@ -146,7 +154,8 @@ def hartree_fock_sweep(system, depths, labels=None, options: HFOptions | None = 
         t0 = time.perf_counter()
         try:
             r = hartree_fock(system, v, shells=shells, n_starts=options.starts, seed=seed + i,
-                             max_iter=options.max_iter, seeded=options.seeded)
+                             max_iter=options.max_iter, seeded=options.seeded,
+                             search_shells=min(options.search_shells, shells))
         except Exception as e:  # noqa: BLE001 (a failed depth must not stop the sweep)
             status.append(f"V={label}: failed: {type(e).__name__}: {e}")
             won.append(f"V={label}: -")

@@ -198,3 +198,16 @@ def test_crystal_seeded_start_finds_the_honeycomb_crystal():
     assert 1.0 < np.mean(obs.structure_factor_uncorrected[mask]) <= 1.5 + 1e-9
     dens = cell_density(seeded)
     assert np.mean(dens) * np.sqrt(3) / 2 == pytest.approx(6 / 9, rel=1e-10)
+
+
+def test_search_in_a_small_basis_then_refine():
+    """The starts run at 2 shells, the lowest is refined at 3: the refined energy is variational
+    (not above the 2-shell one), converged, and the 3-shell HF energy of the demo at V = 10
+    (−30.2127; −30.2133 at 4 shells, so 3 shells are converged to ~1e-3 E_M per hole)."""
+    coarse = hartree_fock(DEMO, 10.0, shells=2.0, n_starts=1, seeded=False)
+    fine = hartree_fock(DEMO, 10.0, shells=3.0, n_starts=1, seeded=False, search_shells=2.0)
+    assert coarse.converged and fine.converged
+    assert fine.basis.size == 301 and coarse.basis.size == 127
+    assert fine.energy <= coarse.energy
+    assert fine.energy / 6 == pytest.approx(-30.2127, abs=1e-3)
+    assert fine.attempts[-1][0].endswith("refined at 3 shells")
