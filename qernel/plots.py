@@ -42,6 +42,7 @@ from qernel.lattice import MOIRE_LATTICE
 
 __all__ = [
     "FIGURES",
+    "HF_LABEL",
     "K_POINT_NORM",
     "PlotWarning",
     "build_parser",
