@@ -58,6 +58,13 @@ global attrs of the same names:
                                                    structure_factor_peak rises most (largest
                                                    positive ΔS/ΔV)
 
+Hartree–Fock reference (optional, from the workflow's hartree_fock.nc, `qernel.reference`):
+``hf_energy``, ``hf_kinetic_energy``, ``hf_potential_energy``, ``hf_interaction_energy``,
+``hf_structure_factor_peak`` and the other ``hf_*`` scalars over V; ``hf_structure_factor``
+(and ``_uncorrected``) over (V, k) where the k sets share vectors; ``hf_density`` over (V, x, y)
+on the same grid. NaN where HF did not converge or has no result for a depth, with the reason
+in the attr ``nan_reason`` of ``hf_energy`` and the global attr ``hf_status`` (also logged).
+
 The ``_stderr`` is the standard deviation over a parametric bootstrap (each value redrawn
 from a normal with its error bar); the grid resolution is a separate, systematic
 uncertainty, recorded as the interval bounds in the attrs ``<name>_interval`` (E_M).
@@ -68,6 +75,8 @@ warning is issued.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -76,6 +85,8 @@ import xarray as xr
 
 from qernel import io as qio
 from qernel.observables import ordering_vector_mask, phase_diagram_layouts
+
+log = logging.getLogger(__name__)
 
 ENERGY_VARIABLES = ("energy", "kinetic_energy", "potential_energy", "interaction_energy")
 SCALAR_VARIABLES = tuple(v for name in ENERGY_VARIABLES for v in (name, f"{name}_stderr")) + (
@@ -299,13 +310,107 @@ def build_phase_diagram(observables_datasets, n_bootstrap: int = 2000, seed: int
     return diagram
 
 
-def aggregate(paths, out_path, attrs: dict | None = None, n_bootstrap: int = 2000, seed: int = 0) -> xr.Dataset:
+#: HF energies (and the peak) that must be NaN where HF did not converge.
+_HF_NAN_UNLESS_CONVERGED = ("hf_energy", "hf_kinetic_energy", "hf_potential_energy", "hf_interaction_energy",
+                            "hf_structure_factor_peak", "hf_translation_order", "hf_translation_overlap",
+                            "hf_momentum_x", "hf_momentum_y")
+
+
+def merge_hartree_fock(diagram: xr.Dataset, hf: xr.Dataset, tol: float = 1e-6) -> xr.Dataset:
+    """The phase diagram with the HF reference `hf` (schema: `qernel.reference`) added over V.
+
+    Depths are matched by value (|ΔV| <= tol·max(1, |V|)); a diagram depth without an HF result
+    gets NaN ("no Hartree–Fock result"), and so does every depth where hf_converged is 0. The
+    reasons go to the attr ``nan_reason`` of hf_energy and to the global attr ``hf_status``, and
+    are logged. k-resolved HF arrays are matched to the diagram's k vectors (NaN where absent);
+    hf_density is added when its grid equals the diagram's. Returns a new dataset.
+    """
+    out = diagram.copy()
+    v_dia = np.asarray(diagram["V"].values, float)
+    v_hf = np.asarray(hf["V"].values, float)
+    statuses = json.loads(hf.attrs["hf_status_json"]) if "hf_status_json" in hf.attrs else [None] * len(v_hf)
+    idx = np.full(len(v_dia), -1)
+    for i, v in enumerate(v_dia):
+        hit = np.flatnonzero(np.abs(v_hf - v) <= tol * max(1.0, abs(v)))
+        if hit.size:
+            idx[i] = hit[0]
+    take = np.where(idx >= 0, idx, 0)
+    converged = np.where(idx >= 0, np.asarray(hf["hf_converged"].values)[take] if "hf_converged" in hf else 0, 0)
+    status = []
+    for i, v in enumerate(v_dia):
+        if idx[i] < 0:
+            status.append(f"V={v:g}: no Hartree–Fock result for this depth")
+        else:
+            status.append(statuses[idx[i]] or f"V={v:g}: {'converged' if converged[i] else 'not converged'}")
+    for name in hf.data_vars:
+        var = hf[name]
+        if var.dims == ("V",):
+            vals = np.asarray(var.values, float)[take]
+            vals = np.where(idx >= 0, vals, np.nan)
+            if name in _HF_NAN_UNLESS_CONVERGED:
+                vals = np.where(converged == 1, vals, np.nan)
+            if name == "hf_converged":
+                vals = converged.astype(np.int8)
+            out[name] = ("V", vals, dict(var.attrs))
+        elif var.dims == ("V", "k"):
+            if "k" not in diagram.dims:
+                continue
+            k_dia = np.stack([diagram["kx"].values, diagram["ky"].values], -1)
+            k_hf = np.stack([hf["kx"].values, hf["ky"].values], -1)
+            match = np.full(len(k_dia), -1)
+            for j, kv in enumerate(k_dia):
+                hit = np.flatnonzero(np.all(np.abs(k_hf - kv) <= 1e-6 * max(1.0, float(np.linalg.norm(kv))), -1))
+                if hit.size:
+                    match[j] = hit[0]
+            vals = np.asarray(var.values, float)[take][:, np.where(match >= 0, match, 0)]
+            vals[:, match < 0] = np.nan
+            vals[(idx < 0) | (converged != 1)] = np.nan
+            out[name] = (("V", "k"), vals, dict(var.attrs))
+        elif var.dims == ("V", "x", "y"):
+            if "x" in diagram.coords and not (diagram["x"].shape == hf["x"].shape and np.allclose(diagram["x"], hf["x"])
+                                              and np.allclose(diagram["y"], hf["y"])):
+                warnings.warn(f"{name}: the HF grid differs from the phase diagram's; left out", RuntimeWarning,
+                              stacklevel=2)
+                continue
+            vals = np.asarray(var.values, float)[take]
+            vals[(idx < 0) | (converged != 1)] = np.nan
+            if "x" not in out.coords:
+                out = out.assign_coords(x=("x", hf["x"].values), y=("y", hf["y"].values))
+            out[name] = (("V", "x", "y"), vals, dict(var.attrs))
+    bad = [st for st, c in zip(status, converged) if c != 1]
+    if "hf_energy" in out:
+        out["hf_energy"].attrs["nan_reason"] = "; ".join(bad) if bad else "none: HF converged at every depth"
+    out.attrs["hf_status"] = "; ".join(status)
+    for key, value in hf.attrs.items():
+        if key.startswith("hf_") and key not in ("hf_status", "hf_status_json"):
+            out.attrs[key] = value
+    for st in bad:
+        log.warning("Hartree–Fock reference is NaN at %s", st)
+    return out
+
+
+def aggregate(paths, out_path, attrs: dict | None = None, n_bootstrap: int = 2000, seed: int = 0,
+              hartree_fock=None) -> xr.Dataset:
     """Read the per-depth observables.nc files, build the phase diagram, write it atomically.
 
     attrs: extra global attrs (e.g. `qernel.io.provenance_attrs(config, sweep)`), which win
-    over those carried from the inputs. Returns the dataset as written.
+    over those carried from the inputs. hartree_fock: path of the sweep's hartree_fock.nc
+    (`qernel.reference`), merged by `merge_hartree_fock`; if it cannot be read, the hf_*
+    variables are NaN with the reason (the VMC outputs are written regardless). Returns the
+    dataset as written.
     """
     datasets = [qio.read_netcdf(Path(p)) for p in paths]
     diagram = build_phase_diagram(datasets, n_bootstrap=n_bootstrap, seed=seed)
+    if hartree_fock is not None:
+        try:
+            hf = qio.read_netcdf(Path(hartree_fock))
+        except (OSError, ValueError) as e:
+            reason = f"Hartree–Fock file {str(hartree_fock)!r} unreadable: {e}"
+            log.warning("%s; hf_* are NaN", reason)
+            for name in ("hf_energy", "hf_interaction_energy", "hf_structure_factor_peak"):
+                diagram[name] = ("V", np.full(diagram.sizes["V"], np.nan), {"nan_reason": reason})
+            diagram.attrs["hf_status"] = reason
+        else:
+            diagram = merge_hartree_fock(diagram, hf)
     qio.write_netcdf(diagram, out_path, attrs)
     return qio.read_netcdf(out_path)

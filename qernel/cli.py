@@ -200,8 +200,32 @@ def cmd_aggregate(args) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    aggregate(inputs, out, attrs=provenance(sweep), seed=sweep.seed)
+    hf = Path(args.hartree_fock) if getattr(args, "hartree_fock", None) else None
+    if hf is not None and not hf.is_file():
+        log.warning("Hartree-Fock file %s does not exist: hf_* are NaN", hf)
+    aggregate(inputs, out, attrs=provenance(sweep), seed=sweep.seed, hartree_fock=hf)
     log.info("wrote %s from %d depths", out, len(inputs))
+    return 0
+
+
+def cmd_hartree_fock(args) -> int:
+    """The Hartree–Fock reference at every depth of the sweep → one netCDF over V (qernel.reference)."""
+    sweep = _load(args, resolve=False, stage="analysis")
+    from qernel.reference import HFOptions, hartree_fock_sweep
+
+    try:
+        options = HFOptions.from_dict(sweep.raw.get("hartree_fock"), key=f"sweeps.{sweep.name}.hartree_fock")
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"{args.config}: {e}") from None
+    _log_start(args, sweep, resolve=False, stage="analysis")
+    log.info("hartree_fock options: %s", options)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ds = hartree_fock_sweep(sweep.system, sweep.depths, sweep.depth_labels, options, seed=sweep.seed)
+    from qernel.io import write_netcdf
+
+    write_netcdf(ds, out, provenance(sweep))
+    log.info("wrote %s (%s)", out, ds.attrs["hf_status"])
     return 0
 
 
@@ -357,8 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(one dataset over V, with the transition estimate).")
     _common(p)
     p.add_argument("--out", required=True, metavar="FILE", help="output phase_diagram.nc")
+    p.add_argument("--hartree-fock", metavar="FILE",
+                   help="the sweep's hartree_fock.nc (qernel hartree-fock), merged as hf_* (optional)")
     p.add_argument("observables", nargs="+", metavar="OBSERVABLES", help="input observables.nc files")
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("hartree-fock", help="the symmetry-broken Hartree-Fock reference at every depth",
+                       description="Unrestricted Hartree-Fock (band, random and crystal-seeded starts, the "
+                                   "lowest converged kept) at every depth of the sweep, with the sweep's "
+                                   "hartree_fock options; writes one netCDF over V (qernel.reference). A "
+                                   "depth that does not converge is NaN with its reason in the attr hf_status.")
+    _common(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="output hartree_fock.nc")
+    p.set_defaults(func=cmd_hartree_fock)
 
     p = sub.add_parser("plot", help="draw the figures of a sweep",
                        description="Draw the figures (PNG and PDF) of a sweep from its phase diagram and "

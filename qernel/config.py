@@ -82,12 +82,15 @@ DEFAULT_CONFIG_PATH = "config/config.yaml"
 #: them; else every sweep of the config).
 DEFAULT_RUN_SWEEPS = ("demo",)
 #: The rules whose resources the config can set.
-RULES = ("pretrain", "evaluate", "observables", "aggregate", "plot")
+RULES = ("pretrain", "evaluate", "hartree_fock", "observables", "aggregate", "plot")
 #: Built-in resources per rule (runtime in minutes, memory in MB); the config's top-level
 #: `resources` and then a sweep's own `resources` override them key by key.
 DEFAULT_RESOURCES: dict[str, dict[str, int]] = {
     "pretrain": {"runtime": 60, "mem_mb": 4000, "cpus_per_task": 2, "gpu": 1},
     "evaluate": {"runtime": 30, "mem_mb": 4000, "cpus_per_task": 2, "gpu": 1},
+    # one CPU job per sweep (qernel.reference; minutes at the demo's size, bounded by
+    # hartree_fock.max_plane_waves for larger supercells)
+    "hartree_fock": {"runtime": 60, "mem_mb": 2000, "cpus_per_task": 1, "gpu": 0},
     "observables": {"runtime": 15, "mem_mb": 2000, "cpus_per_task": 1, "gpu": 0},
     "aggregate": {"runtime": 10, "mem_mb": 2000, "cpus_per_task": 1, "gpu": 0},
     "plot": {"runtime": 10, "mem_mb": 2000, "cpus_per_task": 1, "gpu": 0},
@@ -149,6 +152,8 @@ MODEL_KEYS = ("preset", "d_model", "n_layers", "n_heads", "n_kv_heads", "n_exper
               "router_margin", "supercell_shells", "moire_shells", "k_point_features", "film_hidden",
               "n_determinants", "orbital_prior", "orbital_init_scale", "jastrow_hidden", "jastrow_shells",
               "jastrow_cusp", "complex_output", "reference_depth", "wrap_positions", "dtype")
+#: The Hartree–Fock options (qernel.reference.HFOptions; the schema's `hartree_fock`).
+HF_KEYS = ("enabled", "shells", "search_shells", "starts", "seeded", "max_iter", "max_plane_waves")
 #: The class of every config key, by its dotted path inside a sweep ("pretrain.log_every"); a
 #: top-level key by its own name with the prefix "config." ("config.run_sweeps"). `depths`,
 #: `seed`, `description` and `resources` are classed as a whole; `evaluate.finetune.<key>`
@@ -168,6 +173,8 @@ KEY_CLASSES: dict[str, str] = {
     **{f"pretrain.{k}": c for k, c in TRAIN_KEY_CLASSES.items()},
     **{f"evaluate.{k}": c for k, c in EVAL_KEY_CLASSES.items()},
     "evaluate.finetune": RUN,  # the mapping itself; its keys: as pretrain's (evaluate.finetune.<key>)
+    # the Hartree-Fock reference (its own job, qernel.reference): every option changes the result
+    **{f"hartree_fock.{k}": RUN for k in HF_KEYS},
 }
 
 

@@ -42,6 +42,7 @@ from qernel.lattice import MOIRE_LATTICE
 
 __all__ = [
     "FIGURES",
+    "HF_LABEL",
     "K_POINT_NORM",
     "PlotWarning",
     "build_parser",
@@ -389,6 +390,30 @@ def _errorbar(ax, v, y, err, **kwargs):
     return ax.errorbar(v, y, yerr=err, **style)
 
 
+#: Label and style of the Hartree–Fock reference drawn beside VMC.
+HF_LABEL = "Hartree–Fock"
+_HF_STYLE = dict(ls="--", marker="D", ms=3.5, lw=1.0, mfc="none", color=OKABE_ITO["black"], zorder=2.2)
+
+
+def _draw_hartree_fock(ax, ds: xr.Dataset, name: str, label: str | None = HF_LABEL, warn: bool = True) -> bool:
+    """Draw the HF reference ``name`` (over V) as a dashed line with open diamonds where it is
+    finite. Absent: nothing (files from before the HF stage). NaN at some depths: a PlotWarning
+    naming them (with the reason recorded by the aggregate, if any). Returns whether drawn."""
+    if name not in ds.data_vars or ds[name].dims != ("V",):
+        return False
+    v = np.asarray(ds["V"].values, float)
+    y = np.asarray(ds[name].values, float)
+    ok = np.isfinite(y)
+    if (~ok).any() and warn:
+        reason = ds["hf_energy"].attrs.get("nan_reason") if "hf_energy" in ds.data_vars else None
+        _warn(f"phase_diagram: '{name}' is NaN at V = {_fmt_list(v[~ok])} E_M (Hartree–Fock"
+              + (f": {reason}" if reason else " did not converge") + "); those depths are left out")
+    if not ok.any():
+        return False
+    ax.plot(v[ok], y[ok], label=label, **_HF_STYLE)
+    return True
+
+
 def _figure_legend(fig: Figure, *axes, ncols: int = 1):
     """One legend below the panels (never on top of data)."""
     handles, labels = [], []
@@ -438,6 +463,7 @@ def plot_interaction_energy(ds: xr.Dataset) -> Figure:
                              interval_label=None if interval is None or ax is ax_d else
                              f"depth-grid interval [{interval[0]:.3g}, {interval[1]:.3g}] " + _EM)
         _errorbar(ax_e, v, e, err, label=_with_sem("VMC", err))
+        _draw_hartree_fock(ax_e, ds, "hf_interaction_energy")
         if len(v) >= 2:
             mid, deriv, derr = interaction_derivative(v, e, err)
             _errorbar(ax_d, mid, deriv, derr, fmt="s-", color=OKABE_ITO["black"], ms=3.5,
@@ -488,6 +514,7 @@ def plot_energy_components(ds: xr.Dataset) -> Figure:
                 continue
             v, y, err = series
             _errorbar(ax, v, y, err, color=color)
+            _draw_hartree_fock(ax, ds, "hf_" + name, label=HF_LABEL if k == 0 else None, warn=k == 0)
         if vc is not None:
             axes[0].plot([], [], color=_C_TRANSITION, ls="--",
                          label=_transition_label("V_c", vc, vc_err, e_meV) + r" from $E_\mathrm{int}$")
@@ -952,6 +979,7 @@ def plot_structure_factor(ds: xr.Dataset, depths: Sequence[float] | None = None)
         if series is not None and len(series[0]):
             v, y, e = series
             _errorbar(ax_p, v, y, e, color=OKABE_ITO["purple"], label=_with_sem(r"$S$ at the K points", e))
+        _draw_hartree_fock(ax_p, ds, "hf_structure_factor_peak", label=HF_LABEL + r" $S(\mathbf{K})$")
         _figure_legend(fig, ax_p)
         return _finish(fig)
 

@@ -15,7 +15,7 @@ from qernel import cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "config.yaml"
-COMMANDS = ("pretrain", "evaluate", "observables", "aggregate", "plot", "bands", "info")
+COMMANDS = ("pretrain", "evaluate", "observables", "hartree-fock", "aggregate", "plot", "bands", "info")
 
 
 def one_cell_config(tmp_path, **system) -> Path:

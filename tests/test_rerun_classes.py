@@ -62,6 +62,8 @@ def every_key() -> list[str]:
         elif key == "evaluate":
             keys += [f"evaluate.{k}" for k in dict.fromkeys(eval_fields() + list(sweep["evaluate"]["properties"]))]
             keys += [f"evaluate.finetune.{k}" for k in finetune_fields()]
+        elif key == "hartree_fock":
+            keys += [f"hartree_fock.{k}" for k in defs["hartree_fock"]["properties"]]
         elif key == "resources":
             keys += [f"resources.{rule}.{k}" for rule in defs["resources"]["properties"]
                      for k in defs["rule_resources"]["properties"]]
@@ -93,6 +95,9 @@ OTHER = {
     "evaluate.dtype": "float64", "evaluate.laplacian": "jvp", "evaluate.supercell_density_bins": [8, 8],
     "evaluate.density_bins": [6, 6], "evaluate.finetune": {"learning_rate": 0.01}, "evaluate.batch_size": 8,
     "evaluate.target_acceptance": 0.6, "evaluate.max_series_elements": 2**20,
+    "hartree_fock.enabled": False, "hartree_fock.shells": 2.5, "hartree_fock.search_shells": 1.5,
+    "hartree_fock.starts": 3, "hartree_fock.seeded": False, "hartree_fock.max_iter": 50,
+    "hartree_fock.max_plane_waves": 300,
 }
 for _k in ("optimizer", "depth_weighting", "dtype", "laplacian", "learning_rate", "max_update_norm",
            "pretrain_shells", "batch_size", "target_acceptance", "sr_momentum"):
@@ -169,6 +174,12 @@ def test_an_edit_of_each_key_reruns_what_its_class_says(key):
         if cls == qc.COMPUTE and reads and part in ("pretrain", "evaluate", "system"):
             # the new value reaches the stage's jobs through its compute snapshot
             assert before.snapshot(stage, compute=True) != after.snapshot(stage, compute=True), key
+    # the Hartree–Fock job reads its own snapshot: system, depths and hartree_fock (run keys only)
+    from qernel.reference import hartree_fock_snapshot
+
+    same_hf = hartree_fock_snapshot("t", before.raw) == hartree_fock_snapshot("t", after.raw)
+    assert same_hf != (cls == qc.RUN and part in ("system", "depths", "hartree_fock")), \
+        f"{key} ({cls}): the Hartree–Fock reference reruns only for what changes it"
     shown = key == "system.energy_unit_meV"
     assert (before.stage_hash("analysis") == after.stage_hash("analysis")) != (shown or (cls == qc.RUN and part in (
         "system", "depths"))), f"{key}: the analysis stage reruns only for what it shows"

@@ -177,3 +177,87 @@ def test_accumulators_produce_the_schema(tmp_path):
     assert pd["density"].shape == (3, 12, 12)
     np.testing.assert_allclose(pd["V_meV"], np.array([1.0, 2.0, 3.0]) * E_M)
     np.testing.assert_allclose(pd["energy"], pd["kinetic_energy"] + pd["potential_energy"] + pd["interaction_energy"])
+
+
+# -- the Hartree–Fock reference (qernel.reference's hartree_fock.nc) ---------------------------
+def synthetic_hf(depths, converged, energies, supercell=Supercell.diagonal(3)):
+    """A hartree_fock.nc (schema of qernel.reference) with its k set in reversed order."""
+    import json
+
+    k = default_kvectors(supercell)[::-1]
+    nv = len(depths)
+    sk = np.outer(np.arange(1, nv + 1), np.where(ordering_vector_mask(k), 1.3, 0.9))
+    status = [f"V={v:.3f}: " + ("converged" if c else "not converged after 3 iterations (test)")
+              for v, c in zip(depths, converged)]
+    data = {"hf_energy": ("V", np.asarray(energies, float)), "hf_interaction_energy": ("V", 0.5 * np.asarray(energies)),
+            "hf_converged": ("V", np.asarray(converged, np.int8)),
+            "hf_structure_factor_peak": ("V", sk[:, ordering_vector_mask(k)].mean(axis=1)),
+            "hf_structure_factor_uncorrected": (("V", "k"), sk),
+            "hf_density": (("V", "x", "y"), np.full((nv, 12, 12), 0.77))}
+    return xr.Dataset(data, coords={"V": ("V", np.asarray(depths, float)), "kx": ("k", k[:, 0]), "ky": ("k", k[:, 1]),
+                                    "x": bin_centres(12), "y": bin_centres(12)},
+                      attrs={"hf_status": "; ".join(status), "hf_status_json": json.dumps(status), "hf_shells": 2.0})
+
+
+def test_hartree_fock_merged_nan_with_reason_where_not_converged(tmp_path):
+    depths = np.array([0.0, 2.5, 5.0, 7.5, 10.0])
+    datasets = step_sweep(depths, np.random.default_rng(1))
+    paths = []
+    for i, ds in enumerate(datasets):
+        paths.append(qio.write_netcdf(ds, tmp_path / f"o{i}.nc"))
+    plain = aggregate(paths, tmp_path / "plain.nc")
+    hf_path = qio.write_netcdf(synthetic_hf([0.0, 2.5, 5.0, 10.0], [1, 1, 0, 1], [-1.0, -2.0, -3.0, -4.0]),
+                               tmp_path / "hf.nc", qio.provenance_attrs(CONFIG, "demo"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        merged = aggregate(paths, tmp_path / "pd.nc", hartree_fock=hf_path)
+    for name in ("energy", "interaction_energy", "structure_factor_peak", "transition_depth_interaction"):
+        np.testing.assert_array_equal(merged[name].values, plain[name].values)  # VMC untouched
+    np.testing.assert_array_equal(merged["hf_energy"].values, [-1.0, -2.0, np.nan, np.nan, -4.0])
+    np.testing.assert_array_equal(merged["hf_converged"].values, [1, 1, 0, 0, 1])
+    assert np.isnan(merged["hf_interaction_energy"].values[2]) and np.isnan(merged["hf_structure_factor_peak"][3])
+    reason = merged["hf_energy"].attrs["nan_reason"]
+    assert "V=5.000: not converged" in reason and "V=7.5: no Hartree–Fock result" in reason
+    assert "V=0.000: converged" in merged.attrs["hf_status"] and merged.attrs["hf_shells"] == 2.0
+    # k-resolved HF is aligned to the diagram's k vectors (the file's k order was reversed)
+    mask = ordering_vector_mask(np.stack([merged["kx"].values, merged["ky"].values], -1))
+    hf_sk = merged["hf_structure_factor_uncorrected"].values
+    np.testing.assert_allclose(hf_sk[0], np.where(mask, 1.3, 0.9))
+    np.testing.assert_allclose(hf_sk[4], 4 * np.where(mask, 1.3, 0.9))
+    assert np.all(np.isnan(hf_sk[2])) and np.all(np.isnan(hf_sk[3]))
+    np.testing.assert_allclose(merged["hf_structure_factor_peak"].values[[0, 1, 4]], [1.3, 2.6, 5.2])
+    assert merged["hf_density"].dims == ("V", "x", "y") and float(merged["hf_density"][0, 0, 0]) == 0.77
+
+
+def test_unreadable_hartree_fock_file_still_writes_the_vmc_diagram(tmp_path):
+    paths = [qio.write_netcdf(ds, tmp_path / f"o{i}.nc")
+             for i, ds in enumerate(step_sweep(np.array([0.0, 5.0, 10.0]), np.random.default_rng(2)))]
+    bad = tmp_path / "hf.nc"
+    bad.write_text("not netcdf")
+    merged = aggregate(paths, tmp_path / "pd.nc", hartree_fock=bad)
+    assert np.all(np.isfinite(merged["energy"].values))
+    assert np.all(np.isnan(merged["hf_energy"].values)) and "unreadable" in merged["hf_energy"].attrs["nan_reason"]
+
+
+def test_non_converging_hartree_fock_run_gives_nan_and_reason_in_the_phase_diagram(tmp_path):
+    """The real chain: `hartree_fock_sweep` with max_iter = 1 (no convergence) → hartree_fock.nc
+    → aggregate: hf_* NaN with the reason; the VMC variables complete."""
+    import math
+
+    from qernel.reference import HFOptions, hartree_fock_sweep
+    from qernel.system import System
+
+    system = System(Supercell.diagonal(3), n_up=6, coupling=10.62, phase=math.radians(45))
+    depths = np.array([5.0, 10.0])
+    hf = hartree_fock_sweep(system, depths, None, HFOptions(shells=1.0, starts=1, max_iter=1, seeded=False))
+    hf_path = qio.write_netcdf(hf, tmp_path / "hf.nc", qio.provenance_attrs(CONFIG, "demo"))
+    paths = [qio.write_netcdf(ds, tmp_path / f"o{i}.nc")
+             for i, ds in enumerate(step_sweep(depths, np.random.default_rng(3)))]
+    with pytest.warns(RuntimeWarning, match="hf_density: the HF grid differs"):  # 24×24 HF, 12×12 synthetic VMC
+        merged = aggregate(paths, tmp_path / "pd.nc", hartree_fock=hf_path)
+    assert "hf_density" not in merged
+    assert np.all(np.isfinite(merged["energy"].values)) and np.all(np.isfinite(merged["structure_factor_peak"]))
+    for name in ("hf_energy", "hf_interaction_energy", "hf_structure_factor_peak"):
+        assert np.all(np.isnan(merged[name].values)), name
+    assert "V=5.000: not converged after" in merged["hf_energy"].attrs["nan_reason"]
+    assert np.all(np.isfinite(merged["hf_energy_bound"].values))

@@ -493,3 +493,63 @@ def test_aggregate_style_dataset(synth):
     for ax in fig.axes:
         assert len(_span_extents(ax)) == 2 and (pytest.approx(lo), pytest.approx(hi)) in _span_extents(ax)
     assert any("grid interval" in t.get_text() for t in fig.legends[0].get_texts())
+
+
+# ------------------------------------------------------------------ Hartree–Fock beside VMC
+
+
+def _with_hf(ds, nan_at=None):
+    ds = ds.copy()
+    v = ds["V"].values
+    for name, scale in (("hf_energy", 1.0), ("hf_kinetic_energy", 0.3), ("hf_potential_energy", -0.5),
+                        ("hf_interaction_energy", 0.2), ("hf_structure_factor_peak", 0.1)):
+        vals = scale * (1.0 + 0.1 * v)
+        if nan_at is not None:
+            vals[nan_at] = np.nan
+        ds[name] = ("V", vals)
+    if nan_at is not None:
+        ds["hf_energy"].attrs["nan_reason"] = "V=test: not converged after 1 iterations"
+    return ds
+
+
+def _hf_line(ax):
+    lines = [ln for ln in ax.get_lines() if ln.get_label().startswith(plots.HF_LABEL)]
+    assert len(lines) == 1, [ln.get_label() for ln in ax.get_lines()]
+    return np.asarray(lines[0].get_xdata(), float), np.asarray(lines[0].get_ydata(), float), lines[0]
+
+
+def test_hartree_fock_drawn_beside_vmc(phase_diagram_ds):
+    ds = _with_hf(phase_diagram_ds)
+    v = ds["V"].values
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        top = plots.plot_interaction_energy(ds).axes[0]
+        comps = plots.plot_energy_components(ds).axes[:4]
+        ax_p = _main_axes(plots.plot_structure_factor(ds))[4]
+    assert not _no_plot_warnings(record)
+    x, y, line = _hf_line(top)
+    np.testing.assert_allclose(x, v)
+    np.testing.assert_allclose(y, ds["hf_interaction_energy"].values)
+    assert line.get_linestyle() == "--"
+    assert plots.HF_LABEL in top.get_legend_handles_labels()[1]
+    for ax, name in zip(comps, ("hf_energy", "hf_kinetic_energy", "hf_potential_energy", "hf_interaction_energy")):
+        lines = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--" and len(ln.get_xdata()) == len(v)]
+        assert any(np.allclose(ln.get_ydata(), ds[name].values) for ln in lines), name
+    x, y, _ = _hf_line(ax_p)
+    np.testing.assert_allclose(y, ds["hf_structure_factor_peak"].values)
+
+
+def test_hartree_fock_nan_depths_left_out_with_the_reason(phase_diagram_ds):
+    ds = _with_hf(phase_diagram_ds, nan_at=[0, 3])
+    with pytest.warns(PlotWarning, match="hf_interaction_energy' is NaN .*not converged after 1 iterations"):
+        top = plots.plot_interaction_energy(ds).axes[0]
+    x, _, _ = _hf_line(top)
+    np.testing.assert_allclose(x, np.delete(ds["V"].values, [0, 3]))
+
+
+def test_without_hartree_fock_nothing_is_drawn_or_warned(phase_diagram_ds):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        top = plots.plot_interaction_energy(phase_diagram_ds).axes[0]
+    assert not [ln for ln in top.get_lines() if ln.get_label().startswith(plots.HF_LABEL)]
+    assert not _no_plot_warnings(record)

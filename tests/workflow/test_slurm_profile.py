@@ -57,7 +57,7 @@ def test_dry_run_shows_gpus_on_pretrain_and_evaluate(tmp_path):
         res = job["resources"]
         if job["rule"] in ("pretrain", "evaluate"):
             assert res["gpu"] >= 1 and res["runtime"] > 0 and res["mem_mb"] > 0 and res["cpus_per_task"] >= 1
-        elif job["rule"] in ("observables", "aggregate", "plot"):
+        elif job["rule"] in ("observables", "aggregate", "plot", "hartree_fock"):
             assert res["gpu"] == 0
         # nothing site-specific without the environment
         assert "slurm_account" not in res and "slurm_partition" not in res
@@ -66,7 +66,7 @@ def test_dry_run_shows_gpus_on_pretrain_and_evaluate(tmp_path):
 def test_account_and_partitions_come_from_the_environment(paper_jobs):
     for job in paper_jobs:
         res = job["resources"]
-        if job["rule"] in ("sweep_config", "sweep_compute_config", "all"):
+        if job["rule"] in ("sweep_config", "sweep_compute_config", "hartree_fock_config", "all"):
             continue  # local rules: never submitted
         assert res["slurm_account"] == "proj42"
         assert res["slurm_partition"] == ("gpu" if job["rule"] in ("pretrain", "evaluate") else "cpu")

@@ -13,7 +13,8 @@ import yaml
 
 from smk import CONFIG, REPO, SNAKEFILE, dry_run_jobs, in_dir, job_counts, small_sweep, snakemake, write_config
 
-DEMO_JOBS = {"sweep_config": 3, "sweep_compute_config": 2, "pretrain": 1, "evaluate": 9, "observables": 9, "aggregate": 1, "plot": 1, "all": 1}
+DEMO_JOBS = {"sweep_config": 3, "sweep_compute_config": 2, "hartree_fock_config": 1, "hartree_fock": 1,
+             "pretrain": 1, "evaluate": 9, "observables": 9, "aggregate": 1, "plot": 1, "all": 1}
 PAPER = ("paper_6x6", "paper_9x9", "paper_12x12", "paper_15x15")
 
 
@@ -64,13 +65,15 @@ def test_dry_run_paper_sweeps(tmp_path):
                     "--config", f"run_sweeps=[{','.join(PAPER)}]")
     assert res.returncode == 0, res.stdout
     n = len(PAPER)
-    assert job_counts(res.stdout) == {"sweep_config": 3 * n, "sweep_compute_config": 2 * n, "pretrain": n, "evaluate": 41 * n, "observables": 41 * n,
+    assert job_counts(res.stdout) == {"sweep_config": 3 * n, "sweep_compute_config": 2 * n, "hartree_fock_config": n,
+                                      "hartree_fock": n, "pretrain": n, "evaluate": 41 * n, "observables": 41 * n,
                                       "aggregate": n, "plot": n, "all": 1}
     jobs = dry_run_jobs(res.stdout)
     gpus = {j["wildcards"]["sweep"]: j["resources"]["gpu"] for j in jobs if j["rule"] == "pretrain"}
     assert gpus == {"paper_6x6": 1, "paper_9x9": 1, "paper_12x12": 4, "paper_15x15": 8}
     assert all(j["resources"]["gpu"] >= 1 for j in jobs if j["rule"] == "evaluate")
-    assert all(j["resources"]["gpu"] == 0 for j in jobs if j["rule"] in ("observables", "aggregate", "plot"))
+    assert all(j["resources"]["gpu"] == 0 for j in jobs if j["rule"] in ("observables", "aggregate", "plot",
+                                                                         "hartree_fock"))
 
 
 def test_run_sweeps_all_and_explicit_targets(tmp_path):
@@ -159,9 +162,12 @@ def sweeps_of(output: str) -> set[str]:
 
 def chain(n_depths: int, snapshots: int = 3, pretrain: bool = True, compute_snapshots: int = 0) -> dict[str, int]:
     """The jobs of one sweep's chain (snapshots: how many stage snapshots are rewritten;
-    compute_snapshots: how many compute snapshots)."""
+    compute_snapshots: how many compute snapshots; a new sweep, with all 3 stage snapshots, also
+    runs its Hartree–Fock reference and writes that stage's snapshot)."""
     counts = {"sweep_config": snapshots, "sweep_compute_config": compute_snapshots, "pretrain": 1,
               "evaluate": n_depths, "observables": n_depths, "aggregate": 1, "plot": 1, "all": 1}
+    if snapshots == 3:
+        counts.update(hartree_fock_config=1, hartree_fock=1)
     if not pretrain:
         del counts["pretrain"]
     return {k: v for k, v in counts.items() if v}

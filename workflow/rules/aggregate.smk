@@ -3,6 +3,7 @@ rule aggregate:
     input:
         config=snapshot("analysis"),
         observables=lambda wildcards: depth_files(wildcards.sweep, "observables.nc"),
+        hartree_fock=sweep_file("{sweep}", "hartree_fock.nc"),
     output:
         phase_diagram=sweep_file("{sweep}", "phase_diagram.nc"),
     log:
@@ -16,4 +17,4 @@ rule aggregate:
         CONDA_ENV
     shell:
         "qernel aggregate --config {input.config:q} --sweep {wildcards.sweep:q}"
-        " --out {output.phase_diagram:q} {input.observables:q} >> {log:q} 2>&1"
+        " --out {output.phase_diagram:q} --hartree-fock {input.hartree_fock:q} {input.observables:q} >> {log:q} 2>&1"

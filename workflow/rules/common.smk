@@ -54,7 +54,7 @@ FIGURES = {
 
 #: Rules that only write small files or collect targets: they run where snakemake runs (the
 #: Snakefile's `localrules:`), so a cluster never queues a job that takes a millisecond.
-LOCAL_RULES = ("all", "sweep_config", "sweep_compute_config")
+LOCAL_RULES = ("all", "sweep_config", "sweep_compute_config", "hartree_fock_config")
 #: What a local rule asks for (shown by the dry run; a local rule never reaches a scheduler).
 LOCAL_RESOURCES = {"runtime": 1, "mem_mb": 100, "disk_mb": 1, "cpus_per_task": 1, "gpu": 0}
 
