@@ -107,7 +107,7 @@ def noninteracting_section(run: bool, cores: int) -> str:
 
 
 def two_electron_section(run: bool, cores: int) -> str:
-    from qernel.exact_diagonalization import extrapolated_energy, two_electron_energy
+    from qernel.exact_diagonalization import two_electron_energy
 
     name = "check_two_electrons"
     if run:

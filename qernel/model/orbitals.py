@@ -43,6 +43,7 @@ import numpy as np
 from qernel.bands import GroundState, orbital_values
 from qernel.lattice import MOIRE_LATTICE, Supercell
 from qernel.model.features import check_supercell_periodic
+from qernel.pretrain import make_targets
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -146,8 +147,6 @@ def reference_orbitals(system, ground_state: GroundState, depth: float, complex_
     output only; ValueError otherwise). The bands are solved at the plane-wave cutoff of
     `ground_state`'s basis (qernel.bands.DEFAULT_SHELLS when it came from the default solver).
     """
-    from qernel.pretrain import make_targets  # the gauge-fixed orbitals over a depth grid
-
     sc = system.supercell
     anchors = None
     if anchor_depths is not None:
@@ -157,8 +156,8 @@ def reference_orbitals(system, ground_state: GroundState, depth: float, complex_
         if len(grid) < 2 or np.any(np.diff(grid) <= 0):
             raise ValueError(f"anchor depths must be >= 2 distinct values, got {grid.tolist()}")
         t = make_targets(system, grid, reference_depth=float(depth))
-        for s, n in enumerate((system.n_up, system.n_down)):
-            check_supercell_periodic(sc, t.kpoints[s].reshape(-1, 2))
+        for k in t.kpoints:
+            check_supercell_periodic(sc, k.reshape(-1, 2))
         anchors = AnchorTables(grid, t.gvectors, t.kpoints, t.coefficients)
     return OrbitalReference(float(depth), ground_state,
                             _spin_reference(ground_state, ground_state.occupied_up, sc, complex_output),
