@@ -1,6 +1,6 @@
 """Run the validation sweeps of docs/validation.md and write its tables from their outputs.
 
-    python scripts/validate.py                       # all parts (≈ 25 min on a 2-core CPU)
+    python scripts/validate.py                       # all parts (check_noninteracting alone: 30 min wall, 9 min CPU, on a loaded 2-core machine)
     python scripts/validate.py --parts noninteracting
     python scripts/validate.py --no-run              # only rewrite the tables from existing results/
 
