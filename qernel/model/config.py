@@ -45,7 +45,14 @@ class ModelConfig:
     complex_output: complex ψ with Bloch envelopes e^{ik·r} (default); False gives real ψ
       and is allowed only when every occupied k-point is time-reversal invariant.
     reference_depth: the depth V (E_M) whose non-interacting ground state fixes the occupied
-      k-points of the envelopes and the orbital prior; None: midpoint of the condition range.
+      k-points of the envelopes and (with prior_anchors = 1) the orbital prior; None: midpoint
+      of the condition range.
+    prior_anchors: number of depths, evenly spaced over the condition range (both ends
+      included), at which the exact non-interacting orbitals enter the orbital prior; between
+      them the prior and its learnable scale are interpolated linearly in V, so at every anchor
+      depth the prior is that depth's exact orbital (strongly localised orbitals at large V
+      differ much from those at the reference depth). 1: the reference depth's orbitals at every
+      V. Values > 1 need complex_output.
     wrap_positions: map positions into the supercell first (better float32 periodicity).
     dtype: parameter dtype, "float32" or "float64" (float64 needs jax_enable_x64).
     """
@@ -70,12 +77,13 @@ class ModelConfig:
     jastrow_cusp: bool = True
     complex_output: bool = True
     reference_depth: float | None = None
+    prior_anchors: int = 1
     wrap_positions: bool = True
     dtype: str = "float32"
 
     def __post_init__(self):
         for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "n_experts", "top_k", "d_ff",
-                     "film_hidden", "n_determinants", "jastrow_hidden"):
+                     "film_hidden", "n_determinants", "jastrow_hidden", "prior_anchors"):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("supercell_shells", "moire_shells", "jastrow_shells"):
             _check_int(name, getattr(self, name), minimum=0)
@@ -86,6 +94,9 @@ class ModelConfig:
             _check_float(name, getattr(self, name), minimum=0.0)
         if self.reference_depth is not None:
             _check_float("reference_depth", self.reference_depth, minimum=0.0)
+        if self.prior_anchors > 1 and not self.complex_output:
+            raise ValueError(f"prior_anchors = {self.prior_anchors} needs complex_output = true "
+                             "(a real prior is built at the reference depth only); set prior_anchors: 1")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.d_model % self.n_heads:

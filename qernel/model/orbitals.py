@@ -14,7 +14,15 @@ For each spin block s (N_s electrons, up first) and determinant d, the orbital m
 - φ_j(r): the exact non-interacting orbital of that level (qernel.bands, normalised on the
   supercell: |φ_j| ~ A^{-1/2}), or, for real ψ, a real basis of the same span; c^d_j a
   learnable scale (1 at initialisation). This "orbital prior" is optional
-  (ModelConfig.orbital_prior). The neural head is initialised with standard deviation
+  (ModelConfig.orbital_prior). With ModelConfig.prior_anchors = M > 1 the prior depends on
+  the condition: φ_j(r; V) = Σ_m w_m(V) φ^{(m)}_j(r) and c^d_j(V) = Σ_m w_m(V) c^{d,m}_j, with
+  φ^{(m)} the exact orbitals at M anchor depths V_m evenly spaced over the condition range
+  (gauge-fixed to follow the reference depth's columns, `qernel.pretrain.make_targets`) and
+  w_m(V) the piecewise-linear hat functions (w_m(V_n) = δ_mn; constant beyond the ends). At
+  every anchor depth one determinant (a = 0, c = 1) is then that depth's exact
+  non-interacting ground state. Why: at large V the band orbitals are localised on the moiré
+  minima and differ from the reference depth's by high harmonics that the neural amplitude,
+  fed by low-harmonic features, fits poorly (docs/validation.md). The neural head is initialised with standard deviation
   init_scale · A^{-1/2}, so the balance of the two terms does not depend on the supercell.
 
 With a = 0 and c = 1 one determinant is exactly the non-interacting ground state at the
@@ -28,12 +36,14 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from qernel.bands import GroundState, orbital_values
 from qernel.lattice import MOIRE_LATTICE, Supercell
 from qernel.model.features import check_supercell_periodic
+from qernel.pretrain import make_targets
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,13 +68,34 @@ class SpinReference:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class AnchorTables:
+    """The exact orbitals at the prior's anchor depths (ModelConfig.prior_anchors > 1).
+
+    depths (M,) E_M, ascending; gvectors (P, 2) moiré plane waves; per spin σ (up, down):
+    kpoints[σ] (M, N_σ, 2) and coefficients[σ] (M, P, N_σ) complex, normalised on the supercell
+    (Σ_G |c|² = 1/A), columns ordered and gauge-fixed to follow the reference depth's.
+    """
+
+    depths: np.ndarray
+    gvectors: np.ndarray
+    kpoints: tuple[np.ndarray, np.ndarray]
+    coefficients: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def n(self) -> int:
+        return len(self.depths)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class OrbitalReference:
-    """The non-interacting ground state that fixes envelopes and the orbital prior."""
+    """The non-interacting ground state that fixes envelopes and the orbital prior
+    (and, when `anchors` is set, the exact orbitals at the anchor depths of a V-dependent prior)."""
 
     depth: float
     ground_state: GroundState
     up: SpinReference
     down: SpinReference
+    anchors: AnchorTables | None = None
 
 
 def _time_reversal_invariant(k: np.ndarray) -> bool:
@@ -108,12 +139,47 @@ def _spin_reference(gs: GroundState, occupied, supercell: Supercell, complex_out
     return SpinReference(k, kind, bands.gvectors[keep], c[keep], mixing)
 
 
-def reference_orbitals(system, ground_state: GroundState, depth: float, complex_output: bool) -> OrbitalReference:
-    """Tables of envelopes and prior from the non-interacting ground state at `depth`."""
+def reference_orbitals(system, ground_state: GroundState, depth: float, complex_output: bool,
+                       anchor_depths=None) -> OrbitalReference:
+    """Tables of envelopes and prior from the non-interacting ground state at `depth`.
+
+    anchor_depths: None, or the (M,) depths (E_M, M >= 2) of a V-dependent prior (complex
+    output only; ValueError otherwise). The bands are solved at the plane-wave cutoff of
+    `ground_state`'s basis (qernel.bands.DEFAULT_SHELLS when it came from the default solver).
+    """
     sc = system.supercell
+    anchors = None
+    if anchor_depths is not None:
+        if not complex_output:
+            raise ValueError("a V-dependent orbital prior (prior_anchors > 1) needs complex_output")
+        grid = np.sort(np.asarray(anchor_depths, dtype=float))
+        if len(grid) < 2 or np.any(np.diff(grid) <= 0):
+            raise ValueError(f"anchor depths must be >= 2 distinct values, got {grid.tolist()}")
+        t = make_targets(system, grid, reference_depth=float(depth))
+        for k in t.kpoints:
+            check_supercell_periodic(sc, k.reshape(-1, 2))
+        anchors = AnchorTables(grid, t.gvectors, t.kpoints, t.coefficients)
     return OrbitalReference(float(depth), ground_state,
                             _spin_reference(ground_state, ground_state.occupied_up, sc, complex_output),
-                            _spin_reference(ground_state, ground_state.occupied_down, sc, complex_output))
+                            _spin_reference(ground_state, ground_state.occupied_down, sc, complex_output),
+                            anchors)
+
+
+def anchor_weights(v, depths: np.ndarray):
+    """Hat-function weights w_m(v) (M,) of the anchor depths (M,): linear interpolation, constant beyond the ends."""
+    eye = jnp.eye(len(depths), dtype=v.dtype)
+    grid = jnp.asarray(depths, v.dtype)
+    return jax.vmap(lambda e: jnp.interp(v, grid, e))(eye)
+
+
+def anchored_prior_orbitals(x, anchors: AnchorTables, spin: int):
+    """φ^{(m)}_j(r_i) at every anchor m for positions x (..., n, 2) of spin block `spin`; (..., M, n, n) complex."""
+    cdtype = jnp.result_type(x.dtype, jnp.complex64)
+    plane = jnp.exp(1j * (x @ jnp.asarray(anchors.gvectors.T, dtype=x.dtype)))  # (..., n, P)
+    coeff = jnp.asarray(anchors.coefficients[spin], dtype=cdtype)  # (M, P, n)
+    k = jnp.asarray(anchors.kpoints[spin], dtype=x.dtype)  # (M, n, 2)
+    bloch = jnp.exp(1j * jnp.einsum("...id,mjd->...mij", x, k))  # (..., M, n, n)
+    return bloch * jnp.einsum("...ip,mpj->...mij", plane, coeff)
 
 
 def bloch_envelope(x, ref: SpinReference, complex_output: bool):
@@ -144,8 +210,15 @@ class Orbitals(nn.Module):
     init_scale: float = 0.1
 
     @nn.compact
-    def __call__(self, h, x):
+    def __call__(self, h, x, cond=None):
+        """cond (..., n_cond) is needed (cond[..., 0] = V) when the reference has anchors."""
         mats, offset = [], 0
+        anchors = self.reference.anchors if self.prior else None
+        if anchors is not None:
+            if cond is None:
+                raise ValueError("a V-dependent orbital prior needs the condition")
+            weights = jnp.vectorize(lambda v: anchor_weights(v, anchors.depths), signature="()->(m)")(
+                cond[..., 0].astype(x.dtype))  # (..., M)
         n_det, n_comp = self.n_determinants, (2 if self.complex_output else 1)
         dtype = jnp.result_type(h.dtype, jnp.complex64) if self.complex_output else h.dtype
         if self.init_scale > 0:
@@ -165,7 +238,15 @@ class Orbitals(nn.Module):
             amp = out[..., 0, :, :] + 1j * out[..., 1, :, :] if self.complex_output else out[..., 0, :, :]
             amp = jnp.moveaxis(amp, -2, -3)  # (..., d, i, j)
             mat = amp * bloch_envelope(xs, ref, self.complex_output)[..., None, :, :]
-            if self.prior:
+            if self.prior and anchors is not None:
+                init = lambda key, shape: jnp.zeros(shape).at[..., 0].set(1.0)
+                c = self.param(f"prior_scale_{name}", init, (anchors.n, n_det, n, n_comp))
+                c = c[..., 0] + 1j * c[..., 1]  # (M, d, j)
+                w = weights.astype(c.dtype)
+                c_v = jnp.einsum("...m,mdj->...dj", w, c)  # (..., d, j)
+                phi_v = jnp.einsum("...m,...mij->...ij", w, anchored_prior_orbitals(xs, anchors, 0 if name == "up" else 1))
+                mat = mat + c_v[..., :, None, :] * phi_v[..., None, :, :]
+            elif self.prior:
                 init = lambda key, shape: jnp.zeros(shape).at[..., 0].set(1.0)
                 c = self.param(f"prior_scale_{name}", init, (n_det, n, n_comp))
                 c = c[..., 0] + 1j * c[..., 1] if self.complex_output else c[..., 0]

@@ -54,7 +54,7 @@ class QernelNetwork(nn.Module):
             normalise_condition(cond.astype(x.dtype), self.cond_range))
         h, aux = Transformer(cfg, name="transformer")(h, gamma, beta)
         mats = Orbitals(self.reference, cfg.n_determinants, cfg.complex_output, cfg.orbital_prior,
-                        cfg.orbital_init_scale, name="orbitals")(h, x)
+                        cfg.orbital_init_scale, name="orbitals")(h, x, cond)
         jastrow = Jastrow(system.supercell, system.n_up, system.n_down, system.coupling, cfg.jastrow_hidden,
                           cfg.jastrow_shells, cfg.jastrow_cusp, name="jastrow")(x)
         return mats, jastrow, aux
@@ -165,7 +165,7 @@ class Wavefunction:
             f"{cfg.n_experts} experts (top-{cfg.top_k}, d_ff={cfg.d_ff}, router margin {cfg.router_margin:g})",
             f"  features: {len(self.gvectors)} wave vectors (±G pairs); condition range {self.cond_range}",
             f"  orbitals: {cfg.n_determinants} determinants, envelopes at {len(k_up)} distinct k (up), "
-            f"prior {'on' if cfg.orbital_prior else 'off'} at V={self.reference.depth:g} "
+            f"prior {'off' if not cfg.orbital_prior else (f'at V={self.reference.depth:g}' if self.reference.anchors is None else f'at V={[round(float(v), 4) for v in self.reference.anchors.depths]}')} "
             f"({'closed' if self.reference.ground_state.closed_shell else 'open'} shell)",
             "  parameters:",
         ]
@@ -186,6 +186,10 @@ def make_wavefunction(system: System, cfg: "ModelConfig | str | dict",
             raise ValueError(f"cond_range entries must be finite with lo <= hi, got {(lo, hi)}")
     depth = cfg.reference_depth if cfg.reference_depth is not None else 0.5 * sum(cond_range[0])
     gs = noninteracting_ground_state(system, depth=max(depth, 0.0))
-    reference = reference_orbitals(system, gs, depth, cfg.complex_output)
+    anchors = None
+    lo, hi = cond_range[0]
+    if cfg.orbital_prior and cfg.prior_anchors > 1 and hi > lo:
+        anchors = np.linspace(max(lo, 0.0), hi, cfg.prior_anchors)
+    reference = reference_orbitals(system, gs, depth, cfg.complex_output, anchors)
     gvectors = feature_vectors(system.supercell, cfg.supercell_shells, cfg.moire_shells, cfg.k_point_features)
     return Wavefunction(system, cfg, cond_range, reference, gvectors)

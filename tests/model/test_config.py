@@ -34,6 +34,8 @@ def test_from_mapping_with_preset_and_round_trip():
     ({"orbital_prior": "yes"}, "orbital_prior"),
     ({"router_margin": -1.0}, "router_margin"),
     ({"dtype": "float16"}, "dtype"),
+    ({"prior_anchors": 0}, "prior_anchors"),
+    ({"prior_anchors": 3, "complex_output": False}, "prior_anchors"),
 ])
 def test_bad_specs_name_the_key(spec, key):
     with pytest.raises(ValueError, match=key):

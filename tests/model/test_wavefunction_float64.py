@@ -116,6 +116,27 @@ def test_orbital_prior_is_the_exact_noninteracting_orbitals(oblique):
             np.testing.assert_allclose(down[d], exact_down, atol=1e-10)
 
 
+def test_anchored_prior_is_exact_at_every_anchor_depth_and_interpolates_between():
+    # prior_anchors = 3 over V in [0, 10]: with the neural amplitude off, ψ is (up to a constant)
+    # the exact non-interacting ground state at V = 0, 5 and 10 (bands solver, independent of the
+    # model), and halfway between two anchors it is the average of their orbitals (linear weights).
+    system = System(Supercell(((2, 1), (0, 2))), n_up=3, n_down=1, coupling=0.0, phase=math.radians(30))
+    wf = make_wavefunction(system, dataclasses.replace(SMALL, prior_anchors=3), RANGE)
+    params = _zero_neural_orbitals(wf.init(jax.random.PRNGKey(3)))
+    assert params["params"]["orbitals"]["prior_scale_up"].shape == (3, SMALL.n_determinants, 3, 2)
+    lp, orbitals = fast_jit(wf.log_psi), fast_jit(wf.orbitals)
+    xs = _positions(system, 3, 7)
+    for depth in (0.0, 5.0, 10.0):
+        exact = slater_log_psi(noninteracting_ground_state(system, depth), system.n_up)
+        diff = np.array([complex(lp(params, x, jnp.asarray([depth])) - exact(None, x, None)) for x in xs])
+        np.testing.assert_allclose(np.exp(diff - diff[0]), 1.0, atol=1e-9)
+    # at V = 7.5: half the V = 5 orbitals plus half the V = 10 ones (column by column)
+    up = [orbitals(params, xs[0], jnp.asarray([v]))[0][0] for v in (5.0, 7.5, 10.0)]
+    np.testing.assert_allclose(up[1], 0.5 * (up[0] + up[2]), atol=1e-12)
+    # and the V = 5 and V = 10 orbitals really differ (the test would not see a constant prior)
+    assert np.max(np.abs(up[0] - up[2])) > 1e-2 * np.max(np.abs(up[0]))
+
+
 def test_plane_wave_determinant_is_the_free_electron_wavefunction():
     # 3×3 supercell, 7 electrons at V = 0: Γ plus the 6 shortest supercell reciprocal vectors
     sc = Supercell.diagonal(3)

@@ -1,0 +1,174 @@
+"""Run the validation sweeps of docs/validation.md and write its tables from their outputs.
+
+    python scripts/validate.py                       # all parts (check_noninteracting alone: 30 min wall, 9 min CPU, on a loaded 2-core machine)
+    python scripts/validate.py --parts noninteracting
+    python scripts/validate.py --no-run              # only rewrite the tables from existing results/
+
+Parts (each writes the section between `<!-- BEGIN generated: NAME -->` and `<!-- END generated:
+NAME -->` of docs/validation.md; a part not run and without results says so):
+
+- noninteracting: the sweep `check_noninteracting` (λ = 0, config/config.yaml) through the
+  workflow (`snakemake`), its evaluated energies against the band solver
+  (`qernel.bands.noninteracting_ground_state`, the filled lowest levels, exact at λ = 0).
+- two_electrons: the sweep `check_two_electrons` through the workflow, against
+  `qernel.exact_diagonalization` (cutoffs 6, 8, 10, 12 and the extrapolation E(s) = E_∞ + a s^−p;
+  the spread of fits to cutoffs 6–10, 6–12 and 8–12 is its ±).
+
+The tolerance printed beside each table is the one the CI test of the same limit asserts
+(tests/engine/test_exact_references.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "validation.md"
+RESULTS = ROOT / "results"
+NOT_RUN = "_not regenerated in this session: run `make validate` (or `python scripts/validate.py --parts {part}`)._"
+
+
+def _sweep(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["sweeps"][name]
+
+
+def _run_sweep(name: str, cores: int) -> None:
+    exe = Path(sys.executable).with_name("snakemake")
+    cmd = [str(exe), "--cores", str(cores), "--config", f"run_sweeps=[{name}]"]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def _phase_diagram(name: str):
+    import xarray as xr
+
+    path = RESULTS / name / "phase_diagram.nc"
+    if not path.exists():
+        return None
+    with xr.open_dataset(path) as ds:
+        return {"V": ds["V"].values.astype(float), "energy": ds["energy"].values.astype(float),
+                "energy_stderr": ds["energy_stderr"].values.astype(float),
+                "variance": ds["variance"].values.astype(float),
+                "interaction_energy": ds["interaction_energy"].values.astype(float),
+                "interaction_energy_stderr": ds["interaction_energy_stderr"].values.astype(float),
+                "git_commit": str(ds.attrs.get("git_commit", "?")),
+                "mtime": datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)}
+
+
+def _system(sweep: dict):
+    from qernel.lattice import Supercell
+    from qernel.system import System
+
+    s = sweep["system"]
+    return System(Supercell(tuple(map(tuple, s["supercell"]))), n_up=int(s["n_up"]), n_down=int(s.get("n_down", 0)),
+                  coupling=float(s["coupling"]), phase=math.radians(float(s["phase_deg"])))
+
+
+def noninteracting_section(run: bool, cores: int) -> str:
+    from qernel.bands import noninteracting_ground_state
+
+    name = "check_noninteracting"
+    if run:
+        _run_sweep(name, cores)
+    pd = _phase_diagram(name)
+    if pd is None:
+        return NOT_RUN.format(part="noninteracting")
+    sweep = _sweep(name)
+    system = _system(sweep)
+    rows = ["| V (E_M) | VMC (pipeline) | exact (band solver) | VMC − exact | (VMC − exact)/σ | Var E_L (E_M²) |",
+            "|---|---|---|---|---|---|"]
+    worst = 0.0
+    for v, e, s, var in zip(pd["V"], pd["energy"], pd["energy_stderr"], pd["variance"]):
+        exact = noninteracting_ground_state(system, float(v)).energy / system.n_electrons
+        worst = max(worst, abs(e - exact))
+        rows.append(f"| {v:g} | {e:.5f}({round(s * 1e5):d}) | {exact:.6f} | {e - exact:+.5f} | {(e - exact) / s:+.1f} | {var:.2e} |")
+    model = sweep.get("model")
+    head = (f"Sweep `{name}` (config/config.yaml): {system.n_up} spin-polarised holes in the "
+            f"{sweep['system']['supercell']} supercell, λ = 0, model `{json.dumps(model)}`, "
+            f"training `{json.dumps(sweep.get('pretrain'))}`, evaluation `{json.dumps(sweep.get('evaluate'))}`. "
+            f"Energies per electron, E_M (results/{name}/phase_diagram.nc, written "
+            f"{pd['mtime']:%Y-%m-%d %H:%M} UTC, git {pd['git_commit'][:12]}):")
+    verdict = (f"Largest |VMC − exact|: {worst:.5f} E_M per electron "
+               f"({'within' if worst < 1e-3 else 'NOT within'} the 1e-3 E_M per electron that "
+               "tests/engine/test_exact_references.py asserts at λ = 0 on a smaller system).")
+    return "\n".join([head, "", *rows, "", verdict])
+
+
+def two_electron_section(run: bool, cores: int) -> str:
+    from qernel.exact_diagonalization import two_electron_energy
+
+    name = "check_two_electrons"
+    if run:
+        _run_sweep(name, cores)
+    pd = _phase_diagram(name)
+    if pd is None:
+        return NOT_RUN.format(part="two_electrons")
+    sweep = _sweep(name)
+    system = _system(sweep)
+    shells = (6.0, 8.0, 10.0, 12.0)
+    rows = ["| V (E_M) | VMC (pipeline) | exact, 12 shells | exact, extrapolated | VMC − exact (extrap.) | Var E_L (E_M²) |",
+            "|---|---|---|---|---|---|"]
+    for v, e, s, var in zip(pd["V"], pd["energy"], pd["energy_stderr"], pd["variance"]):
+        energies = np.array([two_electron_energy(system.supercell, float(v), system.coupling, system.phase, sh)
+                             for sh in shells]) / 2
+        fits = []
+        for sub in ((0, 1, 2), (0, 1, 2, 3), (1, 2, 3)):
+            e_inf, _ = _fit(np.array(shells)[list(sub)], energies[list(sub)])
+            fits.append(e_inf)
+        e_inf, spread = fits[1], 0.5 * (max(fits) - min(fits))
+        rows.append(f"| {v:g} | {e:.5f}({round(s * 1e5):d}) | {energies[-1]:.6f} | {e_inf:.5f} ± {spread:.5f} "
+                    f"| {e - e_inf:+.5f} | {var:.2e} |")
+    head = (f"Sweep `{name}`: 1 up + 1 down electron in one moiré cell, λ = {system.coupling:g}, "
+            f"training `{json.dumps(sweep.get('pretrain'))}`, evaluation `{json.dumps(sweep.get('evaluate'))}`. "
+            f"Energies per electron, E_M (results/{name}/phase_diagram.nc, written {pd['mtime']:%Y-%m-%d %H:%M} UTC, "
+            f"git {pd['git_commit'][:12]}); exact: `qernel.exact_diagonalization` at cutoffs {list(shells)}, "
+            "extrapolated with E(s) = E_∞ + a s^−p (± half the spread of fits to cutoffs 6–10, 6–12, 8–12):")
+    return "\n".join([head, "", *rows])
+
+
+def _fit(shells, energies):
+    from scipy.optimize import curve_fit
+
+    (e_inf, a, p), _ = curve_fit(lambda s, e, a, p: e + a * s ** (-p), shells, energies,
+                                 p0=(energies[-1], (energies[0] - energies[-1]) * shells[0] ** 2, 2.0), maxfev=20000)
+    return float(e_inf), p
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    begin, end = f"<!-- BEGIN generated: {name} -->", f"<!-- END generated: {name} -->"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{DOC}: markers for section {name!r} not found")
+    return pattern.sub(lambda _: f"{begin}\n{body}\n{end}", text)
+
+
+PARTS = {"noninteracting": noninteracting_section, "two_electrons": two_electron_section}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=sorted(PARTS))
+    ap.add_argument("--no-run", action="store_true", help="only rewrite the tables from existing results/")
+    ap.add_argument("--cores", type=int, default=int(os.environ.get("CORES", 2)))
+    args = ap.parse_args(argv)
+    for part in args.parts:
+        body = PARTS[part](not args.no_run, args.cores)
+        DOC.write_text(replace_section(DOC.read_text(), part, body))
+        print(f"{DOC.relative_to(ROOT)}: section {part} written", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
