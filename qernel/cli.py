@@ -50,15 +50,6 @@ class CLIError(Exception):
 
 
 # -- helpers --------------------------------------------------------------------------------
-def device_summary() -> str:
-    """"N × KIND (platform P)" for the local JAX devices."""
-    import jax
-
-    devices = jax.devices()
-    kinds = sorted({getattr(d, "device_kind", "?") for d in devices})
-    return f"{len(devices)} × {', '.join(kinds)} (platform {devices[0].platform}; process {jax.process_index()})"
-
-
 def _existing(path, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
@@ -89,10 +80,14 @@ def _log_start(args, sweep, resolve: bool = True, stage: str | None = None) -> N
     """Log what this job runs with: version, commit, devices, the resolved sweep (with a stage,
     only the parts that stage reads: its config snapshot holds no others, whose defaults would
     only mislead)."""
+    import jax
+
     from qernel.io import git_commit
+    from qernel.parallel import device_summary
 
     log.info("qernel %s (git %s): %s", __version__, git_commit(), " ".join(sys.argv[1:]) or args.command)
-    log.info("devices: %s", device_summary())
+    n_devices, kind = device_summary()
+    log.info("devices: %d × %s; process %d", n_devices, kind, jax.process_index())
     summary = sweep.summary(resolve=resolve)
     log.info("sweep %s from %s (config hash %s)", sweep.name, _config_label(args), summary["config_hash"][:12])
     if stage is not None:
