@@ -1,0 +1,51 @@
+"""SPRING at the paper preset's size (9.6M parameters, 32 walkers) and the matmul precision of the step."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from qernel.lattice import Supercell
+from qernel.system import System
+from qernel.train import TrainConfig
+
+
+@pytest.mark.slow  # compiles the paper preset's training step on the CPU (minutes on 2 cores)
+def test_paper_preset_with_far_more_parameters_than_walkers_rejects_no_sr_step(tmp_path):
+    """20 SR steps of the `paper` preset (P ≈ 9.6M ≫ M = 64 kernel rows) on the demo system in
+    float32 with the default damping: no step is rejected (max_retries = 0 would stop the run
+    with FloatingPointError) and every energy is finite. Issue 14 saw a non-finite update at
+    step 1 on a GPU with the Cholesky solve."""
+    from qernel.model import make_wavefunction
+    from qernel.train import run_training
+
+    system = System(Supercell.diagonal(3), n_up=6, n_down=0, coupling=10.62, phase=math.radians(45))
+    wf = make_wavefunction(system, "paper", ((0.0, 10.0),))
+    cfg = TrainConfig(steps=20, batch_size=32, pretrain_steps=0, burn_in=20, mcmc_steps=5, max_retries=0,
+                      max_vmap_batch_size=8, checkpoint_every=100, log_every=100)
+    result = run_training(system, wf, [0.0, 10.0], cfg, tmp_path, seed=0, progress=False)
+    h = result.history
+    assert len(h["step"]) == 20 and np.all(h["retries"] == 0)
+    assert np.all(np.isfinite(h["energy_per_depth"])) and np.all(np.isfinite(h["update_norm"]))
+    assert np.all(h["update_norm"] <= 0.03 * (1 + 1e-4))  # the Fisher-norm cap holds
+
+
+@pytest.mark.parametrize("precision,expect", [("highest", True), ("default", False)])
+def test_matmul_precision_is_applied_to_the_training_step(precision, expect):
+    """TrainConfig.matmul_precision reaches every matrix product of the lowered step: with
+    "highest" the dots carry HIGHEST operand precision in the HLO, with "default" none does."""
+    from qernel.memory import lowered_step
+
+    system = System(Supercell.diagonal(2), n_up=2, n_down=0, coupling=1.0, phase=math.radians(45))
+    cfg = TrainConfig(batch_size=4, mcmc_steps=1, matmul_precision=precision)
+    lowered, _ = lowered_step(system, "tiny", cfg, [0.0, 1.0])
+    text = lowered.as_text()
+    n_dots = text.count("stablehlo.dot_general")
+    n_highest = text.count("precision = [HIGHEST, HIGHEST]")
+    assert n_dots > 10
+    if expect:
+        assert n_highest == n_dots
+    else:
+        assert n_highest == 0
+    assert jax.config.jax_default_matmul_precision is None  # the setting does not leak out of the step
