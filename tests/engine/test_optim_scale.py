@@ -39,7 +39,8 @@ def test_matmul_precision_is_applied_to_the_training_step(precision, expect):
 
     system = System(Supercell.diagonal(2), n_up=2, n_down=0, coupling=1.0, phase=math.radians(45))
     cfg = TrainConfig(batch_size=4, mcmc_steps=1, matmul_precision=precision)
-    lowered, _ = lowered_step(system, "tiny", cfg, [0.0, 1.0])
+    small = {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "d_ff": 16, "n_experts": 2, "top_k": 1}
+    lowered, _ = lowered_step(system, small, cfg, [0.0, 1.0])
     text = lowered.as_text()
     n_dots = text.count("stablehlo.dot_general")
     n_highest = text.count("precision = [HIGHEST, HIGHEST]")
