@@ -136,7 +136,7 @@ def write_csv(path, rows):
     say(f"wrote {path}")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / qconfig.DEFAULT_CONFIG_PATH))
     ap.add_argument("--sweeps", nargs="*", default=["paper_6x6", "paper_9x9", "paper_12x12", "paper_15x15"])
@@ -146,6 +146,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per sweep")
     ap.add_argument("--no-run", action="store_true", help="compile only (memory and FLOPs, no timing)")
     ap.add_argument("--out", default=None, help="CSV prefix")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     say(f"devices: {jax.devices()}")
     if args.train_steps > 0:
