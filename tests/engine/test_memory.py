@@ -75,3 +75,16 @@ def test_paper_sweeps_of_the_config_fit_their_gpus():
     for name in ("paper_6x6", "paper_9x9", "paper_12x12", "paper_15x15"):
         est = memory.check_sweep(sweeps[name])
         assert est.peak_gb <= 0.85 * memory.gpu_memory_gb(sweeps[name])
+
+
+def test_qernel_info_prints_the_step_memory_and_flops(capsys):
+    from pathlib import Path
+
+    from qernel import cli
+
+    config = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+    assert cli.main(["info", "--config", str(config), "--sweep", "demo", "-q"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("training step (qernel.memory model"))
+    assert "GB per device" in line and "FLOPs per step" in line and "jacobian_chunks" in line
+    assert "resources.pretrain.gpu_memory_gb" in out
