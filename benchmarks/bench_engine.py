@@ -14,6 +14,9 @@ network, λ = 10.62, φ = 45°, one depth. Everything compared is measured in th
   as the engine uses it (sparsity propagation from N = 12 on), folx dense, and the jvp loop
   (skipped above `--jvp-max-n`, where it is too slow to be worth timing);
 - mcmc: one MCMC block alone: walker·moves/s (each move is one network evaluation per walker);
+- optim: the SPRING step without the walkers × parameters matrix (qernel.optim.sr, the training
+  default) against the explicit-Jacobian step it replaced (qernel.optim.reference, Cholesky), in
+  the same training step: seconds per step (interleaved) and compiled temporary memory;
 - memory: XLA's compiled temporary memory (`memory_analysis().temp_size_in_bytes`, exact, not a
   sampled peak) of the training step per walker, and of the same step with the local energies
   in chunks (`max_vmap_batch_size`); plus the peak resident memory of the process
@@ -42,12 +45,13 @@ from qernel.lattice import Supercell
 from qernel.mcmc import init_walkers, make_mcmc_step
 from qernel.model import make_wavefunction
 from qernel.optim import sr_init
+from qernel.optim import reference as sr_reference
 from qernel.system import System
 from qernel.train import WALKER_AXES, TrainConfig, TrainState, make_train_step
 
 SUPERCELLS = {6: (3, 3), 12: (3, 6), 24: (6, 6), 48: (6, 12)}
 DEPTH = 2.0
-SECTIONS = ("train", "local", "mcmc", "memory")
+SECTIONS = ("train", "local", "mcmc", "optim", "memory")
 
 
 def peak_rss_mb() -> float:
@@ -87,17 +91,22 @@ def interleaved_medians(calls: dict, repeats: int) -> dict:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def compile_train_step(n, batch, mcmc_steps, laplacian, model, chunk=0):
-    """(one-step callable, row): the AOT-compiled training step and its compile time and temp memory."""
+def compile_train_step(n, batch, mcmc_steps, laplacian, model, chunk=0, explicit=False):
+    """(one-step callable, row): the AOT-compiled training step and its compile time and temp memory.
+
+    explicit: use the explicit-Jacobian SR step (qernel.optim.reference) instead of the default.
+    """
     system, wf, params, walkers = setup(n, batch, model)
     cfg = TrainConfig(batch_size=batch, mcmc_steps=mcmc_steps, laplacian=laplacian, max_vmap_batch_size=chunk)
     mesh = parallel.make_mesh()
     is_complex = jnp.iscomplexobj(jax.eval_shape(wf.log_psi, params, jnp.zeros((n, 2)), jnp.zeros(1)))
+    opt = sr_reference.from_config(cfg, wf.log_psi, 1, bool(is_complex)) if explicit else None
     holder = {"state": parallel.place(TrainState(params, sr_init(params), walkers, jnp.zeros((), jnp.int32),
                                                  jnp.zeros(1)), mesh, WALKER_AXES)}
     poison = jnp.zeros(1)
     t0 = time.perf_counter()
-    compiled = jax.jit(make_train_step(system, wf, cfg, 1, bool(is_complex), mesh), donate_argnums=(0,)).lower(
+    compiled = jax.jit(make_train_step(system, wf, cfg, 1, bool(is_complex), mesh, optimizer=opt),
+                       donate_argnums=(0,)).lower(
         holder["state"], jax.random.PRNGKey(2), poison).compile()
     compile_s = time.perf_counter() - t0
     temp = compiled.memory_analysis().temp_size_in_bytes
@@ -120,6 +129,18 @@ def train_steps(n, batch, steps, mcmc_steps, model) -> dict:
     row.update(seconds_per_step=t["folx"], walker_steps_per_s=batch * mcmc_steps / t["folx"],
                seconds_per_step_jvp=t["jvp"], compile_s_jvp=jvp_row["compile_s"],
                temp_mb_jvp=jvp_row["temp_mb"], folx_over_jvp=t["folx"] / t["jvp"], peak_rss_mb=peak_rss_mb())
+    return row
+
+
+def optimiser_paths(n, batch, steps, mcmc_steps, model, chunk) -> dict:
+    """The training step with the on-the-fly SPRING step and with the explicit-Jacobian one, timed
+    interleaved, with their compiled temporary memory (both with max_vmap_batch_size = chunk)."""
+    new_step, row = compile_train_step(n, batch, mcmc_steps, "folx", model, chunk=chunk)
+    old_step, old_row = compile_train_step(n, batch, mcmc_steps, "folx", model, chunk=chunk, explicit=True)
+    t = interleaved_medians({"new": new_step, "old": old_step}, steps)
+    row.update(seconds_per_step=t["new"], seconds_per_step_explicit=t["old"], new_over_explicit=t["new"] / t["old"],
+               compile_s_explicit=old_row["compile_s"], temp_mb_explicit=old_row["temp_mb"],
+               temp_new_over_explicit=row["temp_mb"] / old_row["temp_mb"], peak_rss_mb=peak_rss_mb())
     return row
 
 
@@ -201,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--local-batch", type=int, default=32)
     ap.add_argument("--local-repeats", type=int, default=9, help="rounds of the interleaved local-energy timing")
     ap.add_argument("--jvp-max-n", type=int, default=24, help="largest N at which the jvp loop is timed in local")
+    ap.add_argument("--optim-size", type=int, default=24, help="N of the optim section")
+    ap.add_argument("--optim-batch", type=int, default=64, help="walkers of the optim section")
+    ap.add_argument("--optim-chunks", type=int, nargs="+", default=[0, 16],
+                    help="max_vmap_batch_size values compared in the optim section")
     ap.add_argument("--memory-size", type=int, default=24, help="N of the memory section")
     ap.add_argument("--memory-batch", type=int, default=256)
     ap.add_argument("--memory-chunk", type=int, default=32, help="max_vmap_batch_size compared in memory")
@@ -248,6 +273,17 @@ def main(argv=None) -> int:
             say(f"mcmc N={n:3d}: {row['walker_moves_per_s']:.0f} walker·moves/s ({row['seconds_per_block']:.3f} s "
                 f"per block of {args.mcmc_steps} moves of {args.batch} walkers)")
         results["mcmc"] = rows
+
+    if "optim" in args.only:
+        rows = []
+        for c in args.optim_chunks:
+            row = optimiser_paths(args.optim_size, args.optim_batch, args.steps, args.mcmc_steps, args.model, c)
+            rows.append(row)
+            say(f"optim N={args.optim_size} batch {args.optim_batch} chunk {c}: on-the-fly {row['seconds_per_step']:.3f} "
+                f"s/step, explicit {row['seconds_per_step_explicit']:.3f} (ratio {row['new_over_explicit']:.2f}); "
+                f"temp {row['temp_mb']:.0f} MB vs {row['temp_mb_explicit']:.0f} MB "
+                f"(ratio {row['temp_new_over_explicit']:.2f}); {row['n_params']} parameters")
+        results["optim"] = rows
 
     if "memory" in args.only:
         rows = [compile_train_step(args.memory_size, args.memory_batch, args.mcmc_steps, "folx", args.model, chunk=c)[1]

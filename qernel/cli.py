@@ -318,6 +318,13 @@ def cmd_info(args) -> int:
     print("model summary:")
     print(summary)
     print(f"parameters: {n_params}")
+    from qernel import memory
+
+    est = memory.sweep_estimate(sweep)
+    gpus = int(sweep.resources["pretrain"].get("gpu", 0) or 0)
+    print(f"training step (qernel.memory model, per device of {max(gpus, 1)}): {est.describe()}")
+    print(f"GPU memory asked: {memory.gpu_memory_gb(sweep):g} GB per GPU (resources.pretrain.gpu_memory_gb); "
+          f"the step may plan {memory.GPU_MEMORY_MARGIN:.0%} of it")
     return 0
 
 

@@ -134,7 +134,9 @@ TRAIN_KEY_CLASSES: dict[str, str] = {
     "target_acceptance": RUN, "init_width": RUN, "pretrain_steps": RUN, "pretrain_learning_rate": RUN,
     "pretrain_shells": RUN, "moe_loss_weight": RUN, "depth_weighting": RUN, "reweight_every": RUN, "dtype": RUN,
     "checkpoint_every": COMPUTE, "laplacian": COMPUTE, "max_vmap_batch_size": COMPUTE, "max_retries": COMPUTE,
-    "log_every": COMPUTE,
+    "log_every": COMPUTE, "sr_damping_relative": RUN,
+    # float32 matmul precision (TF32 or full on GPUs): how the same step is computed
+    "matmul_precision": COMPUTE,
 }
 #: Classes of the evaluation options (`evaluate.*`): what is measured (run), how far the
 #: fine-tuning goes (progress), how it is computed (compute; max_series_elements only stores

@@ -70,24 +70,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import xarray as xr
-from jax.flatten_util import ravel_pytree
 
 from qernel import checkpoint, parallel
 from qernel.io import provenance_attrs, write_netcdf
 from qernel.groups import group_stats
 from qernel.hamiltonian import make_complex_local_energy
-from qernel.loss import centred_local_energies, make_energy_loss
+from qernel.loss import centred_local_energies
 from qernel.mcmc import WALKER_AXES as WALKER_AXES_MCMC, MCMCState, init_walkers, make_mcmc_step
-from qernel.optim import (
-    OPTIMIZERS,
-    fisher_norm_scale,
-    learning_rate_schedule,
-    log_derivatives,
-    make_adam,
-    sr_init,
-    sr_matrices,
-    spring_direction,
-)
+from qernel import optim
+from qernel.optim import OPTIMIZERS, Optimizer, Samples
 from qernel.bands import DEFAULT_SHELLS
 from qernel.pretrain import TargetOrbitals, make_pretrain_step, make_targets
 from qernel.system import System
@@ -105,13 +96,12 @@ _log = logging.getLogger(__name__)
 
 DEPTH_WEIGHTINGS = ("uniform", "variance")
 DTYPES = ("float32", "float64")
-#: Default learning rates when `learning_rate` is not given.
-DEFAULT_LR = {"sr": 0.05, "adam": 1e-3}
-#: Default step caps when `max_update_norm` is not given. SR: Fisher norm ‖Oδ‖ <= 0.03, the
-#: r.m.s. change of log ψ per step (FermiNet's KFAC norm constraint 1e-3 on δᵀFδ is the same
-#: bound); 0.3 let SR blow the variance up by 100× after pretraining (demo at λ = 0). Adam:
-#: the Euclidean norm of the whole update.
-DEFAULT_MAX_UPDATE_NORM = {"sr": 0.03, "adam": 0.3}
+#: Values of TrainConfig.matmul_precision (jax.default_matmul_precision).
+MATMUL_PRECISIONS = ("highest", "high", "default")
+#: Default learning rates when `learning_rate` is not given (each optimiser's DEFAULTS, qernel.optim).
+DEFAULT_LR = {name: optim.defaults(name).learning_rate for name in OPTIMIZERS}
+#: Default step caps when `max_update_norm` is not given (sr: Fisher norm ‖Oδ‖; adam: Euclidean norm).
+DEFAULT_MAX_UPDATE_NORM = {name: optim.defaults(name).max_update_norm for name in OPTIMIZERS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +111,9 @@ class TrainConfig:
     steps: optimisation steps. batch_size: total walkers, split across depths (a multiple of
     devices × depths). optimizer: "sr" (SPRING/MinSR natural gradient) or "adam".
     learning_rate: η (None: 0.05 for sr, 1e-3 for adam); lr_decay_steps: η_t = η/(1 + t/decay)
-    (<= 0: constant). sr_damping: diagonal shift λ; sr_momentum: SPRING μ (0 = MinSR).
+    (<= 0: constant). sr_damping: diagonal shift λ of the SR kernel; sr_damping_relative: a further
+    shift λ_rel·tr(K)/M relative to the kernel's scale (qernel.optim.sr.solve_kernel); sr_momentum:
+    SPRING μ (0 = MinSR).
     max_update_norm: cap on the step (sr: Fisher norm ‖Oδ‖, the r.m.s. change of log ψ; adam:
     Euclidean norm); <= 0 disables it; None: 0.03 for sr, 0.3 for adam. clip_mad: local
     energies are clipped to median ± clip_mad mean absolute deviations per depth for the
@@ -138,7 +130,12 @@ class TrainConfig:
     dtype: "float32" or "float64"; laplacian: "folx" or "jvp".
     max_vmap_batch_size: local energies and (sr) per-walker log-derivatives are computed for at
     most this many walkers at once (all devices together; 0 = all at once); smaller bounds
-    memory (qernel.parallel.map_walkers).
+    memory (qernel.parallel.map_walkers); the SR kernel is accumulated in chunks of as many
+    walkers (qernel.optim.sr), and qernel.memory estimates the step's memory from it.
+    matmul_precision: precision of every float32 matrix product in the training step
+    (determinants, Ewald sums, network, optimiser): "highest" (true float32; the default),
+    "high" or "default" (on recent NVIDIA GPUs "default" means TF32, 10-bit mantissas); set with
+    jax.default_matmul_precision while the step is traced.
     max_retries: a step with non-finite energies or update is retried with new random numbers
     up to this many times before the run rolls back to a checkpoint (module docstring). log_every: steps between plain log lines on
     stdout (train.log gets every step).
@@ -151,6 +148,7 @@ class TrainConfig:
     lr_decay_steps: float = 1000.0
     sr_damping: float = 1e-3
     sr_momentum: float = 0.9
+    sr_damping_relative: float = 0.0
     max_update_norm: float | None = None
     clip_mad: float = 5.0
     mcmc_steps: int = 10
@@ -167,6 +165,7 @@ class TrainConfig:
     dtype: str = "float32"
     laplacian: str = "folx"
     max_vmap_batch_size: int = 0
+    matmul_precision: str = "highest"
     max_retries: int = 3
     log_every: int = 10
 
@@ -178,7 +177,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-        floats = ("lr_decay_steps", "sr_damping", "sr_momentum", "clip_mad", "init_width",
+        floats = ("lr_decay_steps", "sr_damping", "sr_momentum", "sr_damping_relative", "clip_mad", "init_width",
                   "pretrain_learning_rate", "moe_loss_weight", "target_acceptance")
         optional = tuple(n for n in ("learning_rate", "pretrain_shells") if getattr(self, n) is not None)
         capped = ("max_update_norm",) if self.max_update_norm is not None else ()
@@ -189,6 +188,8 @@ class TrainConfig:
         for name in ("sr_damping", "init_width", "pretrain_learning_rate") + optional:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.sr_damping_relative < 0:
+            raise ValueError(f"sr_damping_relative must be >= 0, got {self.sr_damping_relative!r}")
         if not 0.0 <= self.sr_momentum < 1.0:
             raise ValueError(f"sr_momentum must be in [0, 1), got {self.sr_momentum!r}")
         if not 0.0 < self.target_acceptance < 1.0:
@@ -196,7 +197,7 @@ class TrainConfig:
         if self.moe_loss_weight < 0:
             raise ValueError(f"moe_loss_weight must be >= 0, got {self.moe_loss_weight!r}")
         choices = {"optimizer": OPTIMIZERS, "depth_weighting": DEPTH_WEIGHTINGS, "dtype": DTYPES,
-                   "laplacian": ("folx", "jvp")}
+                   "laplacian": ("folx", "jvp"), "matmul_precision": MATMUL_PRECISIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -209,7 +210,7 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown training config key(s) {unknown}; known keys: {sorted(known)}")
-        for name in ("lr_decay_steps", "sr_damping", "sr_momentum", "max_update_norm", "clip_mad", "init_width",
+        for name in ("lr_decay_steps", "sr_damping", "sr_momentum", "sr_damping_relative", "max_update_norm", "clip_mad", "init_width",
                      "pretrain_learning_rate", "moe_loss_weight", "target_acceptance", "learning_rate",
                      "pretrain_shells"):
             if isinstance(d.get(name), int) and not isinstance(d.get(name), bool):
@@ -270,20 +271,21 @@ def _model_aux(wf, params, x, cond):
     return jnp.broadcast_to(moe, (w,)), counts
 
 
-def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_complex: bool, mesh=None):
+def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_complex: bool, mesh=None,
+                    optimizer: Optimizer | None = None):
     """step(state, key, poison (D,)) -> (state, stats): one MCMC block + one optimisation step.
 
     `poison` is added to the local energies of each depth (0 normally; NaN to test the guard).
     If any local energy or the update is non-finite the returned state is the input state.
     With a `mesh`, the returned walkers are constrained to stay sharded along the batch axis and
-    everything else replicated (the layout `qernel.parallel.place` gives the input).
+    everything else replicated (the layout `qernel.parallel.place` gives the input). `optimizer`:
+    an object with the qernel.optim interface (default: the one `cfg.optimizer` names, built from cfg).
     """
     log_psi = wf.log_psi
     mcmc = make_mcmc_step(log_psi, system, cfg.mcmc_steps, cfg.target_acceptance)
     local_energy = parallel.map_walkers(make_complex_local_energy(system, log_psi, cfg.laplacian), cfg.max_vmap_batch_size)
-    energy_loss = make_energy_loss(log_psi, n_groups, cfg.clip_mad)
-    schedule = learning_rate_schedule(cfg.lr, cfg.lr_decay_steps)
-    adam = make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap) if cfg.optimizer == "adam" else None
+    if optimizer is None:
+        optimizer = make_optimizer(cfg, log_psi, n_groups, is_complex)
     w_moe = cfg.moe_loss_weight
 
     def moe_objective(params, x, cond):
@@ -291,6 +293,10 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
         return w_moe * jnp.mean(moe), (jnp.mean(moe), counts)
 
     def step(state: TrainState, key, poison):
+        with jax.default_matmul_precision(cfg.matmul_precision):
+            return _step(state, key, poison)
+
+    def _step(state: TrainState, key, poison):
         params = state.params
         ms = mcmc(params, state.mcmc, key)
         x, cond, group = ms.positions, ms.cond, ms.group
@@ -307,28 +313,9 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
             moe_mean, counts = _model_aux(wf, params, x, cond)
             moe_mean = jnp.mean(moe_mean)
             moe_grad = None
-        lr = schedule(state.step).astype(x.dtype)
-
-        if cfg.optimizer == "sr":
-            jac, unravel = log_derivatives(log_psi, params, x, cond, cfg.max_vmap_batch_size)
-            o_mat, e_vec = sr_matrices(jac, eps, group, n_groups, is_complex)
-            phi = spring_direction(o_mat, e_vec, state.opt_state["phi"], cfg.sr_damping, cfg.sr_momentum)
-            scale = fisher_norm_scale(o_mat, lr * phi, cfg.update_cap)
-            phi = phi * scale
-            delta = lr * phi
-            update_norm = jnp.sqrt(jnp.sum((o_mat @ delta) ** 2))
-            flat, _ = ravel_pytree(params)
-            if moe_grad is not None:
-                delta = delta + lr * ravel_pytree(moe_grad)[0]
-            new_params = unravel(flat - delta)
-            new_opt = {"phi": phi}
-        else:
-            grads = jax.grad(energy_loss)(params, x, cond, group, e_loc)
-            if moe_grad is not None:
-                grads = jax.tree.map(jnp.add, grads, moe_grad)
-            updates, new_opt = adam.update(grads, state.opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            update_norm = optax.global_norm(updates)
+        new_params, new_opt, opt_stats = optimizer.update(params, state.opt_state, Samples(x, cond, group, e_loc, eps),
+                                                          state.step, moe_grad)
+        lr, update_norm = opt_stats["learning_rate"], opt_stats["update_norm"]
 
         finite_update = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(new_params)]))
         ok = (jnp.sum(bad_g) == 0) & finite_update
@@ -348,6 +335,11 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
         return out, stats
 
     return step
+
+
+def make_optimizer(cfg: TrainConfig, log_psi, n_groups: int, is_complex: bool) -> Optimizer:
+    """The optimiser `cfg.optimizer` names, with cfg's options (qernel.optim.make_optimizer)."""
+    return optim.make_optimizer(cfg.optimizer, cfg, log_psi=log_psi, n_groups=n_groups, is_complex=is_complex)
 
 
 # -- compiled functions, cached per (system, model, options) so repeated runs reuse them -----------
@@ -752,7 +744,7 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
     keys = train_keys(seed)
     params0 = start_params(wf, cfg, keys, init_params)
     is_complex, usage_shape = _model_facts(wf, params0, n_el, float(depths[0]), dtype)
-    opt0 = sr_init(params0) if cfg.optimizer == "sr" else make_adam(cfg.lr, cfg.lr_decay_steps, cfg.update_cap).init(params0)
+    opt0 = make_optimizer(cfg, wf.log_psi, n_depths, bool(is_complex)).init(params0)
     template = init_state(system, depths, cfg, keys, params0, opt0)
     log(f"devices: {n_dev} × {jax.devices()[0].platform} ({jax.devices()[0].device_kind}); "
         f"depths {[round(float(v), 6) for v in depths]}; batch {cfg.batch_size}; {cfg.optimizer}; dtype {cfg.dtype}; "

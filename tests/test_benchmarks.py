@@ -44,6 +44,15 @@ def test_documented_engine_command_lines_parse(source):
         parser.parse_args(args)  # exits (SystemExit) on an unknown or malformed option
 
 
+@pytest.mark.parametrize("source", ["benchmarks/gpu_check.sh", "benchmarks/README.md"])
+def test_documented_paper_command_lines_parse(source):
+    parser = _load("bench_paper").build_parser()
+    calls = _script_args((ROOT / source).read_text(), "bench_paper.py")
+    assert calls, f"{source} names no bench_paper.py call"
+    for args in calls:
+        parser.parse_args([re.sub(r"\$.*", "x", a) for a in args])
+
+
 def test_conditioning_helpers():
     bench = _load("bench_conditioning")
     series = np.concatenate([np.linspace(0.0, -1.0, 50), np.full(50, -1.0)])

@@ -91,7 +91,7 @@ OTHER = {
     "pretrain.optimizer": "adam", "pretrain.depth_weighting": "variance", "pretrain.dtype": "float64",
     "pretrain.laplacian": "jvp", "pretrain.learning_rate": 0.01, "pretrain.max_update_norm": 0.1,
     "pretrain.pretrain_shells": 2.0, "pretrain.batch_size": 24, "pretrain.target_acceptance": 0.6,
-    "pretrain.sr_momentum": 0.5,
+    "pretrain.sr_momentum": 0.5, "pretrain.matmul_precision": "default",
     "evaluate.dtype": "float64", "evaluate.laplacian": "jvp", "evaluate.supercell_density_bins": [8, 8],
     "evaluate.density_bins": [6, 6], "evaluate.finetune": {"learning_rate": 0.01}, "evaluate.batch_size": 8,
     "evaluate.target_acceptance": 0.6, "evaluate.max_series_elements": 2**20,
@@ -100,7 +100,7 @@ OTHER = {
     "hartree_fock.max_plane_waves": 300,
 }
 for _k in ("optimizer", "depth_weighting", "dtype", "laplacian", "learning_rate", "max_update_norm",
-           "pretrain_shells", "batch_size", "target_acceptance", "sr_momentum"):
+           "pretrain_shells", "batch_size", "target_acceptance", "sr_momentum", "matmul_precision"):
     OTHER[f"evaluate.finetune.{_k}"] = OTHER[f"pretrain.{_k}"]
 OTHER["evaluate.finetune.batch_size"] = 32
 

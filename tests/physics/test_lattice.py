@@ -15,9 +15,14 @@ def test_reciprocal_duality():
 def test_first_shell_are_reciprocal_vectors_at_120_degrees():
     g = first_shell_vectors()
     np.testing.assert_allclose(np.linalg.norm(g, axis=1), 4 * np.pi / np.sqrt(3))
-    np.testing.assert_allclose(g.sum(axis=0), 0, atol=1e-12)
+    # Tolerances relative to the size of the terms summed: an entry of g @ aᵀ is a sum of products
+    # of size up to |g||a| (7.3 here); float64 rounding (any BLAS summation order, FMA or not, and
+    # the ulp errors of cos/sin in g2) is a few eps × |g||a| ~ 1e-15, so 1e-12 × |g||a| holds on
+    # every machine while an absolute 1e-12 did not hold on every one (numpy 2.5, issue 14).
+    scale = np.abs(g).max() * np.abs(MOIRE_LATTICE).max()
+    np.testing.assert_allclose(g.sum(axis=0), 0, atol=1e-12 * scale)
     ints = g @ MOIRE_LATTICE.T / (2 * np.pi)  # integer coordinates in the b basis
-    np.testing.assert_allclose(ints, np.round(ints), atol=1e-12)
+    np.testing.assert_allclose(ints, np.round(ints), rtol=0, atol=1e-12 * scale / (2 * np.pi))
     cos = g[0] @ g[1] / np.linalg.norm(g[0]) ** 2
     assert cos == pytest.approx(-0.5)
     assert np.cross(g[0], g[1]) > 0  # g2 is g1 rotated by +120°

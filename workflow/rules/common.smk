@@ -42,6 +42,16 @@ try:
 except qconfig.ConfigError as e:
     raise WorkflowError(f"invalid config: {qconfig.explain_origin(e, _LAYERS)}")
 
+# Memory known before any job: a sweep to be built whose training step is estimated to need more
+# than its GPUs hold (qernel.memory; resources.pretrain.gpu, gpu_memory_gb) stops the run here.
+from qernel import memory as qmemory
+
+for _name in RUN_SWEEPS:
+    try:
+        qmemory.check_sweep(SWEEPS[_name])
+    except ValueError as e:
+        raise WorkflowError(f"invalid config: {e}")
+
 #: The figures `qernel plot` writes (qernel.plots.FIGURES), each as PNG and PDF, and the
 #: stems of their report captions in workflow/report/.
 FIGURES = {
