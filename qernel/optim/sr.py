@@ -209,6 +209,7 @@ def spring_direction(log_psi: LogPsi, params, samples: Samples, phi_prev, n_grou
     O φ (in the kernel's row order) gives the Fisher norm of the step.
     """
     theta, unravel = ravel_pytree(params)
+    phi_prev = jnp.asarray(phi_prev, theta.dtype)  # a state saved at another precision (e.g. float32 restored into float64)
     f = _row_function(log_psi, unravel, is_complex)
     w = samples.x.shape[0]
     kernel, n = centred_kernel(log_psi, params, samples.x, samples.cond, samples.group, n_groups, is_complex,

