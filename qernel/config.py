@@ -132,7 +132,7 @@ TRAIN_KEY_CLASSES: dict[str, str] = {
     "batch_size": RUN, "optimizer": RUN, "learning_rate": RUN, "lr_decay_steps": RUN, "sr_damping": RUN,
     "sr_momentum": RUN, "max_update_norm": RUN, "clip_mad": RUN, "mcmc_steps": RUN, "burn_in": RUN,
     "target_acceptance": RUN, "init_width": RUN, "pretrain_steps": RUN, "pretrain_learning_rate": RUN,
-    "pretrain_shells": RUN, "moe_loss_weight": RUN, "depth_weighting": RUN, "reweight_every": RUN, "dtype": RUN,
+    "pretrain_shells": RUN, "pretrain_target": RUN, "moe_loss_weight": RUN, "depth_weighting": RUN, "reweight_every": RUN, "dtype": RUN,
     "checkpoint_every": COMPUTE, "laplacian": COMPUTE, "max_vmap_batch_size": COMPUTE, "max_retries": COMPUTE,
     "log_every": COMPUTE, "sr_damping_relative": RUN,
     # float32 matmul precision (TF32 or full on GPUs): how the same step is computed
@@ -151,7 +151,7 @@ EVAL_KEY_CLASSES: dict[str, str] = {
 }
 #: Every ModelConfig field shapes the network: run.
 MODEL_KEYS = ("preset", "d_model", "n_layers", "n_heads", "n_kv_heads", "n_experts", "top_k", "d_ff",
-              "router_margin", "supercell_shells", "moire_shells", "k_point_features", "film_hidden",
+              "router_input", "router_margin", "supercell_shells", "moire_shells", "k_point_features", "film_hidden",
               "n_determinants", "orbital_prior", "orbital_init_scale", "jastrow_hidden", "jastrow_shells",
               "jastrow_cusp", "complex_output", "reference_depth", "prior_anchors", "wrap_positions", "dtype")
 #: The Hartree–Fock options (qernel.reference.HFOptions; the schema's `hartree_fock`).

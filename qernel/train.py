@@ -76,10 +76,12 @@ from qernel.io import provenance_attrs, write_netcdf
 from qernel.groups import group_stats
 from qernel.hamiltonian import make_complex_local_energy
 from qernel.loss import centred_local_energies
+from qernel.model.moe import batch_load_balancing_loss
 from qernel.mcmc import WALKER_AXES as WALKER_AXES_MCMC, MCMCState, init_walkers, make_mcmc_step
 from qernel import optim
 from qernel.optim import OPTIMIZERS, Optimizer, Samples
 from qernel.bands import DEFAULT_SHELLS
+from qernel.hartree_fock_targets import hartree_fock_targets
 from qernel.pretrain import TargetOrbitals, make_pretrain_step, make_targets
 from qernel.system import System
 from qernel.vmc import (
@@ -120,7 +122,10 @@ class TrainConfig:
     gradient (<= 0: off).
     mcmc_steps: Metropolis–Hastings moves between updates; burn_in: moves before the first
     update (after pretraining); target_acceptance; init_width: first proposal width (a_M).
-    pretrain_steps: orbital-pretraining steps toward the bands orbitals (0 = off);
+    pretrain_steps: orbital-pretraining steps (0 = off) toward the orbitals `pretrain_target` names:
+    "bands" (the exact non-interacting orbitals at each depth, qernel.pretrain.make_targets) or
+    "hartree_fock" (the symmetry-broken HF orbitals at each depth, qernel.hartree_fock_targets:
+    the crystal's, where the ground state is a generalised Wigner crystal);
     pretrain_learning_rate: its Adam learning rate; pretrain_shells: plane-wave cutoff of the target
     orbitals (|G| <= shells·|b|; None: qernel.bands.DEFAULT_SHELLS).
     moe_loss_weight: weight of the mixture-of-experts load-balancing loss.
@@ -158,6 +163,7 @@ class TrainConfig:
     pretrain_steps: int = 200
     pretrain_learning_rate: float = 3e-3
     pretrain_shells: float | None = None
+    pretrain_target: str = "bands"
     moe_loss_weight: float = 0.01
     checkpoint_every: int = 100
     depth_weighting: str = "uniform"
@@ -197,7 +203,8 @@ class TrainConfig:
         if self.moe_loss_weight < 0:
             raise ValueError(f"moe_loss_weight must be >= 0, got {self.moe_loss_weight!r}")
         choices = {"optimizer": OPTIMIZERS, "depth_weighting": DEPTH_WEIGHTINGS, "dtype": DTYPES,
-                   "laplacian": ("folx", "jvp"), "matmul_precision": MATMUL_PRECISIONS}
+                   "laplacian": ("folx", "jvp"), "matmul_precision": MATMUL_PRECISIONS,
+                   "pretrain_target": PRETRAIN_TARGETS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -261,14 +268,19 @@ class TrainResult:
 # -- the jitted step ------------------------------------------------------------------------------
 
 def _model_aux(wf, params, x, cond):
-    """(moe_loss (W,), expert_counts (W, L, E)) from wf.apply, zeros if the model has no MoE."""
+    """(moe_loss (), expert_counts (W, L, E)) from wf.apply: the load-balancing loss over all tokens
+    of the batch (qernel.model.moe.batch_load_balancing_loss, mean over layers), zeros if the model
+    has no MoE."""
     _, _, aux = jax.vmap(wf.apply, in_axes=(None, 0, 0))(params, x, cond)
     w = x.shape[0]
-    moe = aux.get("moe_loss", jnp.zeros(w, x.dtype)) if isinstance(aux, dict) else jnp.zeros(w, x.dtype)
-    counts = aux.get("expert_counts") if isinstance(aux, dict) else None
-    if counts is None:
-        counts = jnp.ones((w, 1, 1), x.dtype)
-    return jnp.broadcast_to(moe, (w,)), counts
+    if not isinstance(aux, dict) or "expert_counts" not in aux:
+        return jnp.zeros((), x.dtype), jnp.ones((w, 1, 1), x.dtype)
+    counts = aux["expert_counts"]
+    if "router_probs" in aux:
+        moe = jnp.mean(batch_load_balancing_loss(counts, aux["router_probs"]))
+    else:
+        moe = jnp.mean(aux.get("moe_loss", jnp.zeros(w, x.dtype)))
+    return moe, counts
 
 
 def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_complex: bool, mesh=None,
@@ -290,7 +302,7 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
 
     def moe_objective(params, x, cond):
         moe, counts = _model_aux(wf, params, x, cond)
-        return w_moe * jnp.mean(moe), (jnp.mean(moe), counts)
+        return w_moe * moe, (moe, counts)
 
     def step(state: TrainState, key, poison):
         with jax.default_matmul_precision(cfg.matmul_precision):
@@ -311,7 +323,6 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
             (_, (moe_mean, counts)), moe_grad = jax.value_and_grad(moe_objective, has_aux=True)(params, x, cond)
         else:
             moe_mean, counts = _model_aux(wf, params, x, cond)
-            moe_mean = jnp.mean(moe_mean)
             moe_grad = None
         new_params, new_opt, opt_stats = optimizer.update(params, state.opt_state, Samples(x, cond, group, e_loc, eps),
                                                           state.step, moe_grad)
@@ -518,6 +529,28 @@ def init_state(system: System, depths, cfg: TrainConfig, keys: TrainKeys, params
     cond0 = jnp.asarray(depths[group0][:, None], dtype)
     walkers0 = init_walkers(keys.walkers, system, cond0, group0, n_depths, cfg.init_width, dtype=dtype)
     return TrainState(params, opt_state, walkers0, jnp.zeros((), jnp.int32), jnp.zeros(n_depths, dtype))
+
+
+#: The orbital-pretraining targets a config may name (`pretrain: {pretrain_target: ...}`).
+PRETRAIN_TARGETS = ("bands", "hartree_fock")
+
+
+def default_targets(system: System, wf, depths, cfg: TrainConfig, log=print) -> TargetOrbitals:
+    """The pretraining targets `cfg.pretrain_target` names at `depths`, columns following the model's
+    reference depth: "bands" (qernel.pretrain.make_targets, cutoff pretrain_shells or the bands
+    default) or "hartree_fock" (qernel.hartree_fock_targets, cutoff pretrain_shells or 2 shells;
+    seconds to minutes per depth on a CPU, logged)."""
+    ref_depth = getattr(getattr(wf, "reference", None), "depth", None)
+    if cfg.pretrain_target == "hartree_fock":
+        t0 = time.time()
+        targets = hartree_fock_targets(system, depths, reference_depth=ref_depth,
+                                       shells=2.0 if cfg.pretrain_shells is None else cfg.pretrain_shells)
+        per = targets.energies / system.n_electrons
+        log(f"Hartree-Fock pretraining targets in {time.time() - t0:.1f} s: E/N "
+            + ", ".join(f"V={v:g}: {e:.5f}" for v, e in zip(targets.depths, per)) + " E_M")
+        return targets
+    return make_targets(system, depths, reference_depth=ref_depth,
+                        shells=DEFAULT_SHELLS if cfg.pretrain_shells is None else cfg.pretrain_shells)
 
 
 def pretrain_orbitals(state: TrainState, targets: TargetOrbitals, system: System, wf, cfg: TrainConfig, key,
@@ -785,9 +818,7 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
         t0 = time.time()
         if cfg.pretrain_steps > 0 and hasattr(wf, "orbitals"):
             if targets is None:
-                ref_depth = getattr(getattr(wf, "reference", None), "depth", None)
-                targets = make_targets(system, depths, reference_depth=ref_depth,
-                                       shells=DEFAULT_SHELLS if cfg.pretrain_shells is None else cfg.pretrain_shells)
+                targets = default_targets(system, wf, depths, cfg, log)
             state, losses = pretrain_orbitals(state, targets, system, wf, cfg, keys.pretrain, mesh, log)
             history["pretrain_loss"] = losses
         state = burn_in(state, system, wf, cfg, keys.burn_in)

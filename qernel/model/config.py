@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 DTYPES = ("float32", "float64")
+ROUTER_INPUTS = ("condition", "electron")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +26,10 @@ class ModelConfig:
     Transformer: d_model (width), n_layers, n_heads query heads sharing n_kv_heads key/value
       heads (grouped-query attention), a mixture-of-experts MLP per layer with n_experts experts
       of hidden width d_ff, top_k routing.
+    router_input: what the experts' router reads: "condition" (the depth etc.; every electron of
+      a configuration goes to the same experts, so the experts specialise by depth and ψ stays
+      smooth in the positions; the default) or "electron" (Switch-style token routing on h_n,
+      whose gates make the local energy's variance large; qernel.model.moe).
     router_margin: logit margin over which an expert's routing weight switches on/off smoothly
       (C² in the positions, so the local energy stays unbiased); 0 gives hard top-k routing,
       whose wavefunction is discontinuous where the routing changes (not for production VMC).
@@ -64,6 +69,7 @@ class ModelConfig:
     n_experts: int = 4
     top_k: int = 2
     d_ff: int = 64
+    router_input: str = "condition"
     router_margin: float = 0.2
     supercell_shells: int = 2
     moire_shells: int = 1
@@ -97,6 +103,8 @@ class ModelConfig:
         if self.prior_anchors > 1 and not self.complex_output:
             raise ValueError(f"prior_anchors = {self.prior_anchors} needs complex_output = true "
                              "(a real prior is built at the reference depth only); set prior_anchors: 1")
+        if self.router_input not in ROUTER_INPUTS:
+            raise ValueError(f"router_input must be one of {ROUTER_INPUTS}, got {self.router_input!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.d_model % self.n_heads:

@@ -17,11 +17,24 @@ e_{E−k}(y_ne·) > 0 only if at least E − k experts lie strictly below e, i.e
 k; it is ≥ 1 (so s = 1) once E − k of them lie at least `margin` below. Ties and near-ties
 thus get weights that vanish smoothly, and s depends on the unordered set of logits only.
 
+What the router reads (`route_on`):
+- "condition" (default): the logits are a small MLP of the (normalised) condition c, the same for
+  every electron of a configuration. The experts then specialise by depth (one shared model, k of
+  E experts active at each V), and the routing is constant in the positions, so ψ is as smooth in
+  x as with one expert. Measured (λ = 0, 4 holes in 2×2, V = 5 and 10 E_M, tiny model, SR at
+  η = 0.005): with electron routing the first SR step raised Var E_L from ~60 to ~2e4 E_M² and
+  training never recovered; with one expert, or with condition routing, it stays ~1e2 and falls.
+- "electron": token routing as in Switch/GShard, z_n = W h_n. The smooth gates below are C² in
+  x, but over a logit margin of ~0.2 their Laplacian is large (∝ |∇z|²/margin²): the local energy
+  is unbiased but its variance is huge near switching surfaces.
+
 All experts are evaluated densely and masked (exact, jit/folx friendly at these sizes).
 
 Load-balancing loss (Switch Transformer / GShard): L = E Σ_e f_e P_e with f_e the fraction
-of the N·k routing slots assigned to e (hard top-k mask, no gradient) and P_e the mean router
-probability; L = 1 for uniform routing (uniform P or uniform f), larger when unbalanced.
+of the routing slots assigned to e (hard top-k mask, no gradient) and P_e the mean router
+probability, both over all tokens of the batch (all walkers, all depths: with condition routing
+the balance is over depths); L = 1 for uniform routing (uniform P or uniform f), larger when
+unbalanced. `batch_load_balancing_loss` takes the per-configuration sums the module returns.
 """
 
 from __future__ import annotations
@@ -75,11 +88,29 @@ def load_balancing_loss(probs, mask, k: int):
     return n_experts * jnp.sum(f * p, axis=-1)
 
 
-class MixtureOfExperts(nn.Module):
-    """h (..., N, d) → (out (..., N, d_out), aux).
+def batch_load_balancing_loss(counts, probs):
+    """L = E Σ_e f_e P_e over a batch: counts (W, ..., E) tokens routed to each expert and probs
+    (W, ..., E) the router probabilities summed over the tokens of each configuration → (...).
 
-    aux = {"loss": (...) load-balancing loss, "counts": (..., E) tokens per expert (hard top-k,
-    float), "gates": (..., N, E) the routing weights w}.
+    f_e = Σ_w counts_we / Σ_we counts (the fraction of the N·W·k slots; no gradient) and
+    P_e = Σ_w probs_we / Σ_we probs (= / N·W: the probabilities of a token sum to 1). Equals
+    `load_balancing_loss` of all tokens of the batch taken together.
+    """
+    n_experts = counts.shape[-1]
+    c = jax.lax.stop_gradient(counts)
+    f = jnp.sum(c, axis=0) / jnp.sum(c, axis=(0, -1))[..., None]
+    p = jnp.sum(probs, axis=0) / jax.lax.stop_gradient(jnp.sum(probs, axis=(0, -1)))[..., None]
+    return n_experts * jnp.sum(f * p, axis=-1)
+
+
+class MixtureOfExperts(nn.Module):
+    """h (..., N, d) [, route (..., n_r)] → (out (..., N, d_out), aux).
+
+    route: the router's input when routing on the condition (then the logits are
+    MLP(route) (..., E), shared by the N tokens); None: each token is routed on its own h_n.
+    aux = {"loss": (...) load-balancing loss of this configuration's tokens, "counts": (..., E)
+    tokens per expert (hard top-k, float), "probs": (..., E) router probabilities summed over
+    the tokens, "gates": (..., N, E) the routing weights w}.
     """
 
     n_experts: int
@@ -88,11 +119,17 @@ class MixtureOfExperts(nn.Module):
     d_out: int
     router_margin: float = 0.2
     activation: str = "silu"
+    router_hidden: int = 16
 
     @nn.compact
-    def __call__(self, h):
+    def __call__(self, h, route=None):
         e, d = self.n_experts, h.shape[-1]
-        logits = nn.Dense(e, name="router")(h)
+        if route is None:
+            logits = nn.Dense(e, name="router")(h)
+        else:
+            r = nn.silu(nn.Dense(self.router_hidden, name="router_hidden")(route))
+            logits = nn.Dense(e, name="router")(r)[..., None, :]
+            logits = jnp.broadcast_to(logits, h.shape[:-1] + (e,))
         probs = jax.nn.softmax(logits, axis=-1)
         mask = top_k_mask(logits, self.top_k)
         gates = probs * routing_gates(logits, self.top_k, self.router_margin)
@@ -106,5 +143,6 @@ class MixtureOfExperts(nn.Module):
         hidden = act(jnp.einsum("...nd,edf->...nef", h, w1) + b1)
         y = jnp.einsum("...nef,efo->...neo", hidden, w2) + b2
         out = jnp.einsum("...ne,...neo->...no", gates, y)
-        aux = {"loss": load_balancing_loss(probs, mask, self.top_k), "counts": jnp.sum(mask, axis=-2), "gates": gates}
+        aux = {"loss": load_balancing_loss(probs, mask, self.top_k), "counts": jnp.sum(mask, axis=-2),
+               "probs": jnp.sum(probs, axis=-2), "gates": gates}
         return out, aux

@@ -50,9 +50,9 @@ class QernelNetwork(nn.Module):
         feats = one_electron_features(x, self.gvectors)
         spins = jnp.asarray(system.spins, x.dtype)[:, None]
         h = nn.Dense(cfg.d_model, name="embed")(jnp.concatenate([feats, spins], axis=-1))
-        gamma, beta = FiLM(cfg.n_layers, cfg.d_model, cfg.film_hidden, name="film")(
-            normalise_condition(cond.astype(x.dtype), self.cond_range))
-        h, aux = Transformer(cfg, name="transformer")(h, gamma, beta)
+        c_norm = normalise_condition(cond.astype(x.dtype), self.cond_range)
+        gamma, beta = FiLM(cfg.n_layers, cfg.d_model, cfg.film_hidden, name="film")(c_norm)
+        h, aux = Transformer(cfg, name="transformer")(h, gamma, beta, c_norm)
         mats = Orbitals(self.reference, cfg.n_determinants, cfg.complex_output, cfg.orbital_prior,
                         cfg.orbital_init_scale, name="orbitals")(h, x, cond)
         jastrow = Jastrow(system.supercell, system.n_up, system.n_down, system.coupling, cfg.jastrow_hidden,
@@ -162,7 +162,8 @@ class Wavefunction:
             f"QERNEL wavefunction: N_up={sys.n_up}, N_down={sys.n_down}, supercell {sys.supercell.matrix}, "
             f"λ={sys.coupling:g}, {'complex' if self.is_complex else 'real'} output",
             f"  trunk: d_model={cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads / {cfg.n_kv_heads} kv heads, "
-            f"{cfg.n_experts} experts (top-{cfg.top_k}, d_ff={cfg.d_ff}, router margin {cfg.router_margin:g})",
+            f"{cfg.n_experts} experts (top-{cfg.top_k}, d_ff={cfg.d_ff}, routed on the {cfg.router_input}, "
+            f"margin {cfg.router_margin:g})",
             f"  features: {len(self.gvectors)} wave vectors (±G pairs); condition range {self.cond_range}",
             f"  orbitals: {cfg.n_determinants} determinants, envelopes at {len(k_up)} distinct k (up), "
             f"prior {'off' if not cfg.orbital_prior else (f'at V={self.reference.depth:g}' if self.reference.anchors is None else f'at V={[round(float(v), 4) for v in self.reference.anchors.depths]}')} "

@@ -104,3 +104,39 @@ def test_one_expert_is_a_dense_mlp(x64):
     np.testing.assert_allclose(out, dense, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(aux["loss"], 1.0)
     np.testing.assert_array_equal(aux["counts"], [[7.0], [7.0]])
+
+
+def test_condition_routing_sends_every_electron_to_the_same_experts():
+    """Routing on the condition: the gates of all tokens are equal and do not change when the tokens
+    (electron features) change; the top-k of the router MLP's logits are the experts used."""
+    moe = MixtureOfExperts(n_experts=5, top_k=2, d_ff=8, d_out=6)
+    route = jnp.asarray([0.3])
+    h1 = jax.random.normal(jax.random.PRNGKey(0), (7, 6))
+    h2 = jax.random.normal(jax.random.PRNGKey(1), (7, 6))
+    params = fast_jit(moe.init)(jax.random.PRNGKey(2), h1, route)
+    _, aux1 = fast_jit(moe.apply)(params, h1, route)
+    _, aux2 = fast_jit(moe.apply)(params, h2, route)
+    g1, g2 = np.asarray(aux1["gates"]), np.asarray(aux2["gates"])
+    np.testing.assert_array_equal(g1, np.broadcast_to(g1[0], g1.shape))
+    np.testing.assert_array_equal(g1, g2)
+    assert np.count_nonzero(g1[0]) <= 2
+    np.testing.assert_array_equal(aux1["counts"], aux2["counts"])
+    counts = np.asarray(aux1["counts"])
+    assert counts.sum() == 14 and set(np.unique(counts)) <= {0.0, 7.0}  # the 7 tokens go to the same 2 experts
+    assert set(np.flatnonzero(g1[0] > 0)) <= set(np.flatnonzero(counts))
+    # a different condition may route elsewhere, so the gates depend on it
+    _, aux3 = fast_jit(moe.apply)(params, h1, jnp.asarray([-0.9]))
+    assert not np.allclose(np.asarray(aux3["probs"]), np.asarray(aux1["probs"]))
+
+
+def test_batch_loss_equals_the_loss_of_all_tokens_together():
+    from qernel.model.moe import batch_load_balancing_loss
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(3, 5, 4)))  # 3 configurations × 5 tokens × 4 experts
+    probs, mask = jax.nn.softmax(logits), top_k_mask(logits, 2)
+    expected = load_balancing_loss(probs.reshape(15, 4), mask.reshape(15, 4), 2)
+    got = batch_load_balancing_loss(mask.sum(axis=1), probs.sum(axis=1))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # not the mean of the per-configuration losses in general
+    per = jnp.mean(jax.vmap(lambda p, m: load_balancing_loss(p, m, 2))(probs, mask))
+    assert abs(float(per) - float(expected)) > 1e-4

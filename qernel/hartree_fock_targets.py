@@ -1,0 +1,109 @@
+"""Orbital-pretraining targets from symmetry-broken Hartree–Fock, per depth.
+
+The bands orbitals (`qernel.pretrain.make_targets`) are the liquid's: at large V and λ the
+ground state is a generalised Wigner crystal whose HF determinant breaks the moiré translation
+symmetry (a honeycomb or triangular charge order in the supercell) and lies far below the band
+determinant (demo, V = 10 E_M: −30.21 against −28.5 E_M per hole). Pretraining the network toward
+the HF orbitals at each walker's depth starts the variational optimisation in the right phase
+(the standard route of crystal studies: e.g. DeepSolid and the moiré neural-VMC papers pretrain
+on HF), and the walkers are drawn from |Ψ_HF|², so they start on the crystal sites.
+
+Targets are `qernel.pretrain.TargetOrbitals` with k = 0 and the plane-wave basis of the HF
+(supercell reciprocal vectors K): φ_j(r) = Σ_K c_Kj e^{iK·r} / √A. Only the occupied subspace of a
+determinant is physical, so the columns are put into a smooth gauge across depths (orthogonal
+Procrustes, a unitary rotation within the occupied space):
+
+- at the depth nearest the model's reference depth, the columns are rotated to best match the
+  model's own columns there (the non-interacting orbitals of its orbital prior, column j with
+  Bloch envelope k_j), so where HF equals the band determinant the target is the prior;
+- each further depth is rotated to best match its already-aligned neighbour, outward.
+
+Maximising Re tr((C U)† B) over unitary U gives U = W V† for the SVD C† B = W Σ V† (Schönemann 1966).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from qernel.bands import noninteracting_ground_state
+from qernel.hartree_fock import Basis, HFResult, hartree_fock
+from qernel.pretrain import TargetOrbitals
+from qernel.system import System
+
+log = logging.getLogger(__name__)
+
+
+def procrustes_rotation(c, b):
+    """The unitary U (n, n) maximising Re tr((c U)† b) for c, b (P, n); identity when n = 0."""
+    if c.shape[1] == 0:
+        return np.zeros((0, 0), complex)
+    w, _, vh = np.linalg.svd(c.conj().T @ b)
+    return w @ vh
+
+
+def band_columns(system: System, basis: Basis, depth: float):
+    """The occupied non-interacting orbitals at `depth` in the HF basis, per spin: (P, n_σ) each,
+    columns in the order of `noninteracting_ground_state(...).occupied_*` (the model's columns)."""
+    gs = noninteracting_ground_state(system, max(float(depth), 0.0))
+    sc = system.supercell
+    out = []
+    for occ in (gs.occupied_up, gs.occupied_down):
+        c = np.zeros((basis.size, len(occ)), dtype=complex)
+        for j, (ik, ib) in enumerate(occ):
+            vec = gs.bands.kpoints[ik] + gs.bands.gvectors
+            rows = basis.index_of(np.rint(vec @ sc.lattice.T / (2 * np.pi)).astype(int))
+            inside = rows >= 0
+            c[rows[inside], j] = gs.bands.coefficients[ik, :, ib][inside]
+        out.append(c)
+    return tuple(out)
+
+
+def hartree_fock_targets(system: System, depths, reference_depth: float | None = None, shells: float = 2.0,
+                         starts: int = 2, seeded: bool = True, max_iter: int = 200, seed: int = 0,
+                         results: "list[HFResult] | None" = None) -> TargetOrbitals:
+    """HF orbitals at every depth of the grid (E_M), gauge-aligned (module docstring).
+
+    shells: plane-wave cutoff of the HF basis (|K| <= shells·|b|); starts, seeded, max_iter, seed:
+    as `qernel.hartree_fock.hartree_fock` (lowest of several random and crystal-seeded starts).
+    results: HF solutions already computed at these depths in a basis of `shells` (skips the SCF).
+    Returns TargetOrbitals (depths as given, energies the HF energies in E_M per supercell,
+    closed_shell True where the HF solution converged). Raises ValueError for an empty grid.
+    """
+    depths = np.atleast_1d(np.asarray(depths, dtype=float))
+    if depths.size == 0:
+        raise ValueError("hartree_fock_targets needs at least one depth")
+    if reference_depth is None:
+        reference_depth = float(depths[len(depths) // 2])
+    if results is None:
+        results = []
+        for v in depths:
+            t = time.time()
+            r = hartree_fock(system, float(v), shells=shells, n_starts=starts, seeded=seeded, max_iter=max_iter,
+                             seed=seed)
+            log.info(f"HF pretraining target at V={v:g}: E/N = {r.energy / system.n_electrons:.6f} E_M "
+                     f"({r.label}, {'converged' if r.converged else 'NOT converged'}, {time.time() - t:.1f} s)")
+            results.append(r)
+    basis = results[0].basis
+    order = np.argsort(np.abs(depths - reference_depth), kind="stable")
+    aligned: dict[int, tuple] = {}
+    sorted_idx = np.argsort(depths, kind="stable")
+    position = {int(i): p for p, i in enumerate(sorted_idx)}
+    for i in order:
+        i = int(i)
+        if not aligned:
+            target = band_columns(system, basis, reference_depth)
+        else:  # the nearest already-aligned depth on the grid
+            p = position[i]
+            neighbours = [int(sorted_idx[q]) for q in (p - 1, p + 1) if 0 <= q < len(sorted_idx)
+                          and int(sorted_idx[q]) in aligned]
+            j = min(neighbours or list(aligned), key=lambda a: abs(depths[a] - depths[i]))
+            target = aligned[j]
+        aligned[i] = tuple(c @ procrustes_rotation(c, b) for c, b in zip(results[i].coefficients, target))
+    area = system.supercell.area
+    coefficients = tuple(np.stack([aligned[i][s] for i in range(len(depths))]) / np.sqrt(area) for s in (0, 1))
+    kpoints = tuple(np.zeros((len(depths), c.shape[2], 2)) for c in coefficients)
+    return TargetOrbitals(system, depths, basis.vectors, kpoints, coefficients,
+                          np.array([r.energy for r in results]), np.array([bool(r.converged) for r in results]))
