@@ -127,8 +127,13 @@ class MixtureOfExperts(nn.Module):
         if route is None:
             logits = nn.Dense(e, name="router")(h)
         else:
+            # the output layer starts at zero weights and distinct biases −0, −1, −2, ...: at
+            # initialisation every condition goes to experts 0..k−1 (fully, the biases being
+            # spaced well beyond the margin), so the model starts as ONE wavefunction at every
+            # depth (as FiLM's identity start does) and learns where the experts specialise.
             r = nn.silu(nn.Dense(self.router_hidden, name="router_hidden")(route))
-            logits = nn.Dense(e, name="router")(r)[..., None, :]
+            bias_init = lambda key, shape, dtype=jnp.float32: -jnp.arange(shape[-1], dtype=dtype) * max(1.0, 5 * self.router_margin)
+            logits = nn.Dense(e, kernel_init=nn.initializers.zeros, bias_init=bias_init, name="router")(r)[..., None, :]
             logits = jnp.broadcast_to(logits, h.shape[:-1] + (e,))
         probs = jax.nn.softmax(logits, axis=-1)
         mask = top_k_mask(logits, self.top_k)

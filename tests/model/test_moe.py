@@ -114,6 +114,12 @@ def test_condition_routing_sends_every_electron_to_the_same_experts():
     h1 = jax.random.normal(jax.random.PRNGKey(0), (7, 6))
     h2 = jax.random.normal(jax.random.PRNGKey(1), (7, 6))
     params = fast_jit(moe.init)(jax.random.PRNGKey(2), h1, route)
+    # at initialisation every condition goes to experts 0 and 1 (the model starts depth-independent)
+    for c in (-1.0, 0.3, 1.0):
+        gates0 = np.asarray(fast_jit(moe.apply)(params, h1, jnp.asarray([c]))[1]["gates"])
+        assert set(np.flatnonzero(gates0[0] > 0)) == {0, 1}
+    router = params["params"]["router"]
+    router["kernel"] = 3.0 * jax.random.normal(jax.random.PRNGKey(5), router["kernel"].shape)
     _, aux1 = fast_jit(moe.apply)(params, h1, route)
     _, aux2 = fast_jit(moe.apply)(params, h2, route)
     g1, g2 = np.asarray(aux1["gates"]), np.asarray(aux2["gates"])
