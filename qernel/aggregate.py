@@ -129,7 +129,8 @@ def estimate_transition(depths, values, stderr=None, mode: str = "abs", n_bootst
 
     mode "abs": largest |Δvalue/ΔV|; "rise": largest positive Δvalue/ΔV. Non-finite values
     (or depths) are dropped with a warning; NaN error bars count as 0 (with a warning).
-    Returns NaN (with a warning) when fewer than two depths are usable.
+    Returns NaN (with a warning) when fewer than two depths are usable. Raises ValueError for an
+    unknown mode or for duplicate depths among the usable ones.
     """
     if mode not in ("abs", "rise"):
         raise ValueError(f"mode must be 'abs' or 'rise', got {mode!r}")
@@ -223,7 +224,9 @@ def _same(a, b) -> bool:
 def build_phase_diagram(observables_datasets, n_bootstrap: int = 2000, seed: int = 0) -> xr.Dataset:
     """Stack per-depth observables datasets (schema in the module docstring) along V.
 
-    Returns the phase-diagram dataset (not yet written; see `aggregate`).
+    Returns the phase-diagram dataset (not yet written; see `aggregate`). Raises ValueError for no
+    datasets, a dataset without a depth (`depth` attribute or a single V), duplicate depths, or
+    grid coordinates that differ between depths.
     """
     datasets = list(observables_datasets)
     if not datasets:

@@ -63,7 +63,10 @@ def hamiltonian_matrix(k: np.ndarray, gvectors: np.ndarray, depth: float, phase:
 
 def solve_bands(kpoints, depth: float, phase: float, area: float = 1.0, shells: float = DEFAULT_SHELLS,
                 n_bands: int | None = None) -> BandStructure:
-    """Diagonalise h at each k-point (K, 2). depth V and energies in E_M, phase φ in radians."""
+    """Diagonalise h at each k-point (K, 2). depth V and energies in E_M, phase φ in radians.
+
+    Raises ValueError for depth < 0.
+    """
     if depth < 0:
         raise ValueError(f"depth V must be >= 0, got {depth}")
     kpoints = np.atleast_2d(np.asarray(kpoints, dtype=float))
@@ -95,7 +98,11 @@ class GroundState:
 
 def noninteracting_ground_state(system: System, depth: float, shells: float = DEFAULT_SHELLS,
                                 n_bands: int | None = None) -> GroundState:
-    """Fill the lowest levels at the supercell k-points with n_up and n_down electrons."""
+    """Fill the lowest levels at the supercell k-points with n_up and n_down electrons.
+
+    Raises ValueError for depth < 0 or when the levels computed (n_bands + 1 per k-point) are too
+    few for the same-spin electrons.
+    """
     n_max = max(system.n_up, system.n_down)
     if n_bands is None:
         n_bands = n_max  # enough: even at a single k-point, N levels are needed at most

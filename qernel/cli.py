@@ -129,6 +129,10 @@ def _wavefunction(sweep):
 
 # -- commands -------------------------------------------------------------------------------
 def cmd_pretrain(args) -> int:
+    """`qernel pretrain`: train the sweep's model over all its depths; returns 0.
+
+    Raises CLIError for an invalid config or an unknown sweep.
+    """
     sweep = _load(args, stage="pretrain")
     _log_start(args, sweep, stage="pretrain")
     from qernel import checkpoint
@@ -153,6 +157,11 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """`qernel evaluate`: sample the pretrained model at one depth → an evaluation file; returns 0.
+
+    Raises CLIError for an invalid config or an unknown sweep or depth, a missing checkpoint file, or
+    a checkpoint that cannot be used (corrupt, or for another model or system: ModelCheckpointError).
+    """
     sweep = _load(args, stage="evaluate")
     label, depth = _depth(sweep, args.depth)
     ckpt = _existing(args.checkpoint, "checkpoint")
@@ -173,6 +182,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_observables(args) -> int:
+    """`qernel observables`: one depth's evaluation file → its observables file; returns 0.
+
+    Raises CLIError for an invalid config or an unknown sweep or depth, or a missing evaluation file.
+    """
     sweep = _load(args, stage="analysis")
     label = _depth(sweep, args.depth)[0] if args.depth is not None else None
     evaluation = _existing(args.evaluation, "evaluation file")
@@ -188,6 +201,10 @@ def cmd_observables(args) -> int:
 
 
 def cmd_aggregate(args) -> int:
+    """`qernel aggregate`: the per-depth observables files → the phase diagram; returns 0.
+
+    Raises CLIError for an invalid config or an unknown sweep, or a missing observables file.
+    """
     sweep = _load(args, stage="analysis")
     inputs = [_existing(p, "observables file") for p in args.observables]
     _log_start(args, sweep, stage="analysis")
@@ -204,7 +221,10 @@ def cmd_aggregate(args) -> int:
 
 
 def cmd_hartree_fock(args) -> int:
-    """The Hartree–Fock reference at every depth of the sweep → one netCDF over V (qernel.reference)."""
+    """The Hartree–Fock reference at every depth of the sweep → one netCDF over V (qernel.reference).
+
+    Raises CLIError for an invalid config or an unknown sweep, or bad `hartree_fock` options.
+    """
     sweep = _load(args, resolve=False, stage="analysis")
     from qernel.reference import HFOptions, hartree_fock_sweep
 
@@ -225,6 +245,10 @@ def cmd_hartree_fock(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    """`qernel plot`: the figures of a phase diagram (and training log) → OUT_DIR; returns 0.
+
+    Raises CLIError for an invalid config or an unknown sweep, or a missing phase-diagram file.
+    """
     sweep = _load(args, stage="analysis")
     phase_diagram = _existing(args.phase_diagram, "phase diagram")
     train = Path(args.train) if args.train else None
@@ -240,6 +264,10 @@ def cmd_plot(args) -> int:
 
 
 def cmd_bands(args) -> int:
+    """`qernel bands`: print the exact non-interacting levels at the sweep's depths; returns 0.
+
+    Raises CLIError for an invalid config or an unknown sweep or depth.
+    """
     sweep = _load(args, resolve=False)
     labels = [_depth(sweep, d)[0] for d in args.depth] if args.depth else list(sweep.depth_labels)
     _log_start(args, sweep, resolve=False)
@@ -285,6 +313,10 @@ def cmd_bands(args) -> int:
 
 
 def cmd_info(args) -> int:
+    """`qernel info`: print the resolved sweep and model summary (--list: the sweep names); returns 0.
+
+    Raises CLIError for an invalid config or an unknown sweep.
+    """
     if args.list:
         try:
             names = list_sweeps(_configs(args))

@@ -708,7 +708,8 @@ def build_sweep(name: str, spec: Mapping, default_resources: Mapping | None = No
                 stage: str | None = None) -> "Sweep":
     """A `Sweep` from one schema-valid sweep mapping (physical checks here; the model, engine and
     evaluation options are resolved and checked by `Sweep.resolved`). stage: the workflow stage
-    whose snapshot `spec` is (None: a whole sweep). Raises ConfigError."""
+    whose snapshot `spec` is (None: a whole sweep). Raises ConfigError; KeyError for an unknown
+    stage."""
     if stage is not None and stage not in STAGE_KEYS:
         raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_KEYS)}")
     system, e_m = _system(name, spec["system"])
@@ -979,7 +980,10 @@ class Sweep:
 
     # -- hashes and snapshots ---------------------------------------------------------------
     def stage_config(self, stage: str, classes: tuple[str, ...] = RERUN_CLASSES) -> dict:
-        """The resolved parts `stage` reads, keeping the keys whose rerun class is in `classes`."""
+        """The resolved parts `stage` reads, keeping the keys whose rerun class is in `classes`.
+
+        Raises KeyError for an unknown stage.
+        """
         if stage not in STAGE_KEYS:
             raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_KEYS)}")
         out = {}

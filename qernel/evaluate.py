@@ -158,6 +158,7 @@ class EvalConfig:
     checkpoint_every: measurement steps between sampling checkpoints (0: about every 10 %).
     max_series_elements: the most numbers one per-step series may hold in evaluation.nc before
         its steps are averaged in blocks (see the module docstring).
+    Raises ValueError for an invalid option (naming it).
     """
 
     finetune_steps: int = 0
@@ -319,6 +320,9 @@ def sample_observables(system: System, log_psi, params, depth: float, cfg: EvalC
     observables: the `qernel.observables.Observable`s to measure (default:
     `qernel.observables.default_observables(system, cfg)`; the sampler's retry reads the
     energy observable's n_nonfinite). The dataset has no provenance attrs (`evaluate_depth` adds them).
+    Raises ValueError when the newest checkpoint in checkpoint_dir is of another evaluation,
+    FloatingPointError when a step stays non-finite after every retry, and SamplingInterrupted
+    when the callback stops the sampling.
     """
     if isinstance(cfg, dict):
         cfg = EvalConfig.from_dict(cfg)

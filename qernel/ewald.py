@@ -28,6 +28,7 @@ class Ewald:
     """Precomputed Ewald tables for one supercell.
 
     kappa: the splitting parameter κ in 1/a_M (default √(π/A), which balances the two sums).
+    Raises ValueError for κ <= 0.
     """
 
     def __init__(self, supercell: Supercell, kappa: float | None = None):

@@ -37,6 +37,7 @@ def two_electron_energy(supercell: Supercell, depth: float, coupling: float, pha
 
     depth V (E_M) >= 0, coupling λ >= 0, phase φ in radians, shells: plane-wave cutoff in units
     of the moiré reciprocal length. Basis size (number of momenta)² — 517² at shells = 12 in 1×1.
+    Raises ValueError for depth < 0 or coupling < 0.
     """
     if depth < 0 or coupling < 0:
         raise ValueError(f"depth and coupling must be >= 0, got V = {depth}, λ = {coupling}")

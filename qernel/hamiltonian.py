@@ -91,7 +91,8 @@ def complex_kinetic_energy(f: Callable[[jax.Array], jax.Array], x: jax.Array, me
     """(Re, Im) of −½ ∇²ψ/ψ = −½ [∇² log ψ + (∇ log ψ)²] in E_M for log ψ = f(x), x (N, 2) in a_M.
 
     Im is zero for real log ψ; for complex ψ the training gradient needs it (see qernel.loss).
-    sparsity_threshold: folx's (None: folx_sparsity(N)); ignored by "jvp".
+    sparsity_threshold: folx's (None: folx_sparsity(N)); ignored by "jvp". Raises ValueError
+    for an unknown method.
     """
     x_flat = x.reshape(-1)
     sparsity = folx_sparsity(x.shape[0]) if sparsity_threshold is None else sparsity_threshold

@@ -74,7 +74,8 @@ class Supercell:
     """A periodic supercell of the moiré lattice, L_i = Σ_j S_ij a_j.
 
     `matrix` is the integer matrix S as a tuple of tuples (hashable, so a Supercell can be
-    a static argument of jitted functions).
+    a static argument of jitted functions). Raises ValueError unless S is a non-singular 2×2
+    integer matrix.
     """
 
     matrix: tuple[tuple[int, int], tuple[int, int]] = ((1, 0), (0, 1))
@@ -119,7 +120,10 @@ class Supercell:
 
     @functools.cached_property
     def moire_translations(self) -> np.ndarray:
-        """The n_cells moiré lattice vectors T inside the supercell (fractional coords in [0, 1)); (n_cells, 2)."""
+        """The n_cells moiré lattice vectors T inside the supercell (fractional coords in [0, 1)); (n_cells, 2).
+
+        Raises AssertionError if the enumeration does not find exactly n_cells of them (a bug).
+        """
         n = self.n_cells
         span = int(np.abs(self.s).sum()) + 1
         found = {}
@@ -142,6 +146,7 @@ class Supercell:
 
         These are the supercell reciprocal lattice points modulo the moiré reciprocal lattice,
         each represented by its shortest image (Γ first; ties broken deterministically).
+        Raises AssertionError if the enumeration does not find exactly n_cells classes (a bug).
         """
         # k = m1 B1 + m2 B2; its coordinates in the moiré reciprocal basis are m @ inv(S)ᵀ-like
         # fractions with denominator n_cells. Enumerate m in a box that covers every class.

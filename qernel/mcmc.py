@@ -74,7 +74,8 @@ def init_walkers(key, system: System, cond, group=None, n_groups: int | None = N
     cond: (W, n_cond) (or (n_cond,), broadcast to `group`'s length — then `group` is needed);
     group: (W,) int group index (default: all walkers in group 0); n_groups: G (default
     max(group) + 1); width: the initial proposal width (a_M) of every group.
-    log_psi is zero until the first block computes it.
+    log_psi is zero until the first block computes it. Raises ValueError for a single condition
+    vector without `group`, or a `group` whose shape is not (W,).
     """
     cond = jnp.asarray(cond, dtype=dtype)
     if cond.ndim == 1:
@@ -115,7 +116,8 @@ def make_mcmc_step(log_psi: LogPsi, system: System, n_steps: int, target_accepta
 
     The block first recomputes log|ψ| for the current parameters, makes n_steps all-electron
     moves in a lax.scan, then (if `adapt`) moves each group's width toward
-    `target_acceptance`. Pure and jit-able; vectorised over walkers.
+    `target_acceptance`. Pure and jit-able; vectorised over walkers. Raises ValueError for
+    n_steps < 1 or target_acceptance outside (0, 1).
     """
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")

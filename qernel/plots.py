@@ -437,7 +437,8 @@ def _empty_panel(ax, text: str):
 def plot_interaction_energy(ds: xr.Dataset) -> Figure:
     """E_int per electron vs V (error bars), d(E_int/N)/dV below, the transition marked.
 
-    Axes: ``fig.axes == [top, bottom]`` (the meV axes are child axes of ``top``).
+    Axes: ``fig.axes == [top, bottom]`` (the meV axes are child axes of ``top``). Raises
+    ValueError when `ds` has no dimension or coordinate V.
     """
     with mpl.rc_context(_RC):
         ds = _prepare_phase_diagram(ds)
@@ -492,7 +493,8 @@ def plot_energy_components(ds: xr.Dataset) -> Figure:
     """Total, kinetic, moiré-potential and interaction energy per electron vs V (2×2 panels).
 
     Each panel has its own y range (the components differ by orders of magnitude) and
-    shows the transition band; ``fig.axes`` holds the four panels in that order.
+    shows the transition band; ``fig.axes`` holds the four panels in that order. Raises
+    ValueError when `ds` has no dimension or coordinate V.
     """
     with mpl.rc_context(_RC):
         ds = _prepare_phase_diagram(ds)
@@ -714,6 +716,8 @@ def plot_density(ds: xr.Dataset, depths: Sequence[float] | None = None) -> Figur
     ``supercell_density``) and the supercell matrix exist, a second row shows the full
     supercell at the shallowest and deepest depths.
     ``fig.axes``: the unit-cell panels, then the supercell panels, then the colourbar.
+    Raises ValueError when `ds` has no dimension or coordinate V, KeyError when it has no
+    ``density``.
     """
     with mpl.rc_context(_RC):
         ds = _prepare_phase_diagram(ds)
@@ -839,6 +843,7 @@ def structure_factor_peak(ds: xr.Dataset):
     otherwise averages the S(k) of :func:`_sk_name` over the k-points whose |k| is closest to
     |K| = 4π/3 (the moiré Brillouin-zone corners), as the aggregate does: the stderr is the
     mean of their stderrs (S(k) = S(−k) and the C3 partners are correlated), NaN if unknown.
+    Raises KeyError when neither the peak nor S(k) is stored, or S(k) lacks ``kx``/``ky``.
     """
     if "structure_factor_peak" in ds.data_vars:
         peak = ds["structure_factor_peak"]
@@ -876,7 +881,8 @@ def plot_structure_factor(ds: xr.Dataset, depths: Sequence[float] | None = None)
     mean is the stored peak), else ``structure_factor``; k = 0 is left out. The colour scale
     is set by the k that are not moiré reciprocal vectors G: the Bragg peaks of the
     moiré-periodic density at G (ringed) may saturate it. ``fig.axes``: the k-plane panels,
-    the S(K)-vs-V panel, then the colourbar.
+    the S(K)-vs-V panel, then the colourbar. Raises ValueError when `ds` has no dimension or
+    coordinate V, KeyError when S(k) lacks ``kx``/``ky``.
     """
     with mpl.rc_context(_RC):
         ds = _prepare_phase_diagram(ds)
@@ -1027,7 +1033,8 @@ def plot_training(ds: xr.Dataset) -> Figure:
     Layout: energy | variance (log) | learning rate on top; acceptance | expert usage below.
     ``fig.axes``: [energy, variance, learning rate, acceptance, expert usage, depth colourbar
     (when per-depth data exist), usage colourbar (when expert usage exists)]. Noisy per-step
-    curves are drawn faint with a running mean on top.
+    curves are drawn faint with a running mean on top. Raises ValueError when `ds` has no
+    dimension ``step``.
     """
     with mpl.rc_context(_RC):
         if "step" in ds.coords:

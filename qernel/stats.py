@@ -109,7 +109,11 @@ class Reblocker:
         return self._shape
 
     def update(self, values) -> "Reblocker":
-        """Append B samples, values (B, *shape), in time order. Returns self."""
+        """Append B samples, values (B, *shape), in time order. Returns self.
+
+        Raises ValueError for a 0-d `values`, joint=True without a component axis, or a sample
+        shape other than the first update's.
+        """
         v = np.asarray(values, dtype=float)
         if v.ndim == 0:
             raise ValueError("values must have a leading time axis: shape (B, *shape)")
@@ -158,6 +162,8 @@ class Reblocker:
         """The blocking analysis of every element (or of the weighted combination, joint=True).
 
         criterion: "wolff" (the default) or "jonsson" (hypothesis test at significance `alpha`).
+        Raises ValueError for an unknown criterion, before any update(), or for weights given
+        with joint=False or missing with joint=True.
         """
         if criterion not in CRITERIA:
             raise ValueError(f"unknown reblocking criterion {criterion!r}; choose one of {CRITERIA}")
@@ -225,7 +231,10 @@ class Reblocker:
         return self._shape[:-1], w
 
     def component_result(self, component: int, **kwargs) -> ReblockResult:
-        """joint=True: the analysis of one component x_c alone."""
+        """joint=True: the analysis of one component x_c alone.
+
+        Raises ValueError when joint is False (and as `result` does).
+        """
         if not self.joint:
             raise ValueError("component_result needs joint=True")
         assert self._shape is not None
@@ -270,7 +279,7 @@ def autocorrelation_time(series, window_factor: float = 5.0) -> np.ndarray:
     ρ(t) from the FFT autocovariance; W is Sokal's automatic window, the smallest W with
     W >= window_factor · τ(W) (the last lag when none). τ = 1 for independent samples,
     (1 + ρ)/(1 − ρ) for AR(1). Returns a scalar or an array of shape `shape`; a constant
-    series has τ = 1.
+    series has τ = 1. Raises ValueError for fewer than 2 samples.
     """
     x = np.asarray(series, dtype=float)
     if x.ndim == 0 or x.shape[0] < 2:

@@ -25,6 +25,7 @@ class System:
     supercell: the periodic cell; n_up, n_down: electrons per spin;
     coupling: λ = a_M / a_B*; phase: φ of the moiré potential in radians;
     physical: the physical parameters when known (gives E_M in meV), else None.
+    Raises ValueError for a negative spin count or no electron, λ < 0 or not finite, or φ not finite.
     """
 
     supercell: Supercell

@@ -144,6 +144,7 @@ class TrainConfig:
     max_retries: a step with non-finite energies or update is retried with new random numbers
     up to this many times before the run rolls back to a checkpoint (module docstring). log_every: steps between plain log lines on
     stdout (train.log gets every step).
+    Raises ValueError for an invalid option (naming it).
     """
 
     steps: int = 1000

@@ -22,19 +22,22 @@ HBAR2_OVER_ME_MEV_NM2 = HBAR_C_EV_NM**2 / ELECTRON_MASS_EV * 1e3
 
 
 def moire_energy_meV(effective_mass: float, moire_length_nm: float) -> float:
-    """E_M = ħ²/(m* a_M²) in meV; m* in units of m_e, a_M in nm."""
+    """E_M = ħ²/(m* a_M²) in meV; m* in units of m_e, a_M in nm.
+
+    Raises ValueError unless both are positive and finite.
+    """
     _positive(effective_mass=effective_mass, moire_length_nm=moire_length_nm)
     return HBAR2_OVER_ME_MEV_NM2 / (effective_mass * moire_length_nm**2)
 
 
 def effective_bohr_radius_nm(effective_mass: float, epsilon: float) -> float:
-    """a_B* = ε (m_e/m*) a_0 in nm."""
+    """a_B* = ε (m_e/m*) a_0 in nm. Raises ValueError unless m* and ε are positive and finite."""
     _positive(effective_mass=effective_mass, epsilon=epsilon)
     return epsilon / effective_mass * BOHR_RADIUS_NM
 
 
 def coupling(effective_mass: float, epsilon: float, moire_length_nm: float) -> float:
-    """λ = a_M / a_B* (dimensionless)."""
+    """λ = a_M / a_B* (dimensionless). Raises ValueError unless m*, ε and a_M are positive and finite."""
     _positive(moire_length_nm=moire_length_nm)
     return moire_length_nm / effective_bohr_radius_nm(effective_mass, epsilon)
 

@@ -15,7 +15,10 @@ import jax.numpy as jnp
 
 
 class GroupedQueryAttention(nn.Module):
-    """h (..., N, d_in) → (..., N, d_model)."""
+    """h (..., N, d_in) → (..., N, d_model).
+
+    Raises ValueError (when called) unless n_heads divides d_model and n_kv_heads divides n_heads.
+    """
 
     n_heads: int
     n_kv_heads: int

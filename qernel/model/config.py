@@ -60,6 +60,7 @@ class ModelConfig:
       V. Values > 1 need complex_output.
     wrap_positions: map positions into the supercell first (better float32 periodicity).
     dtype: parameter dtype, "float32" or "float64" (float64 needs jax_enable_x64).
+    Raises ValueError for an invalid field or combination of fields (naming them).
     """
 
     d_model: int = 32
@@ -122,14 +123,20 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, name: str) -> "ModelConfig":
-        """A named preset: "tiny" (CPU demo and tests) or "paper" (GPU runs)."""
+        """A named preset: "tiny" (CPU demo and tests) or "paper" (GPU runs).
+
+        Raises ValueError for an unknown name.
+        """
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**PRESETS[name])
 
     @classmethod
     def from_spec(cls, spec: "str | Mapping[str, Any] | ModelConfig") -> "ModelConfig":
-        """A config from a preset name or a mapping of fields (optionally with "preset": name)."""
+        """A config from a preset name or a mapping of fields (optionally with "preset": name).
+
+        Raises ValueError for a spec of another type, an unknown preset or an unknown key.
+        """
         if isinstance(spec, ModelConfig):
             return spec
         if isinstance(spec, str):

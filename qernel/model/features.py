@@ -79,7 +79,7 @@ def feature_vectors(supercell: Supercell, supercell_shells: int, moire_shells: i
 
 
 def check_supercell_periodic(supercell: Supercell, vectors: np.ndarray) -> None:
-    """Raise if some vector k (rows) has k·L ∉ 2πℤ for a supercell lattice vector L."""
+    """Raise AssertionError if some vector k (rows) has k·L ∉ 2πℤ for a supercell lattice vector L."""
     if not np.all(is_supercell_reciprocal(supercell, vectors)):
         raise AssertionError("vectors are not supercell reciprocal lattice vectors")
 

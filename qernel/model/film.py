@@ -15,7 +15,10 @@ import jax.numpy as jnp
 
 
 def normalise_condition(cond, cond_range: Sequence[tuple[float, float]]):
-    """Map cond (..., n_cond) from [lo, hi] per entry to [-1, 1] (a zero-width range maps lo → 0)."""
+    """Map cond (..., n_cond) from [lo, hi] per entry to [-1, 1] (a zero-width range maps lo → 0).
+
+    Raises ValueError when n_cond differs from len(cond_range).
+    """
     if cond.shape[-1] != len(cond_range):
         raise ValueError(f"cond has {cond.shape[-1]} entries but cond_range has {len(cond_range)}")
     lo = jnp.asarray([float(a) for a, _ in cond_range], dtype=cond.dtype)

@@ -211,7 +211,10 @@ class Orbitals(nn.Module):
 
     @nn.compact
     def __call__(self, h, x, cond=None):
-        """cond (..., n_cond) is needed (cond[..., 0] = V) when the reference has anchors."""
+        """cond (..., n_cond) is needed (cond[..., 0] = V) when the reference has anchors.
+
+        Raises ValueError when it is needed and None.
+        """
         mats, offset = [], 0
         anchors = self.reference.anchors if self.prior else None
         if anchors is not None:

@@ -177,7 +177,11 @@ class Wavefunction:
 
 def make_wavefunction(system: System, cfg: "ModelConfig | str | dict",
                       cond_range: Sequence[tuple[float, float]] = ((0.0, 1.0),)) -> Wavefunction:
-    """Build the wavefunction of `system` for conditions in `cond_range` ((lo, hi) per cond entry; [0] is V in E_M)."""
+    """Build the wavefunction of `system` for conditions in `cond_range` ((lo, hi) per cond entry; [0] is V in E_M).
+
+    Raises ValueError for an empty cond_range, an entry that is not finite with lo <= hi, or a bad
+    `cfg` (see ModelConfig.from_spec).
+    """
     cfg = ModelConfig.from_spec(cfg)
     cond_range = tuple((float(lo), float(hi)) for lo, hi in cond_range)
     if not cond_range:
