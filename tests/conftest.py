@@ -43,21 +43,21 @@ if os.environ.get(_CACHE_DIR) and os.environ.get("QERNEL_TEST_JAX_CACHE", "1") !
 
 
 # -- spreading the work over xdist's workers (`make test`: -n 2 --dist loadgroup) -------------
-#: Seconds the long tests take on the 2-core CI machine (call + setup, measured with
-#: --durations=0; a parametrised test's entry covers each parameter). Only the order of the work
+#: Seconds the long tests take on the 2-core CI machine (call + setup, from --durations=0 of full
+#: runs, with the compilation cache; a parametrised test's entry covers each parameter). Only the order of the work
 #: depends on it: the longest first, so that the two workers end together instead of one of them
 #: starting the SLURM test last. A test missing here counts as short and keeps its place.
 EXPECTED_SECONDS = {
-    "tests/slurm/test_slurm_workflow.py::test_workflow_through_slurm": 400,
-    "tests/workflow/test_end_to_end.py::test_tiny_sweep_end_to_end": 190,
-    "tests/engine/test_optim_scale.py::test_far_more_parameters_than_walkers_rejects_no_sr_step": 150,
-    "tests/engine/test_model_integration.py::test_network_converges_to_the_noninteracting_ground_state": 145,
-    "tests/workflow/test_config_edits.py::test_tiny_chain_from_paths_with_spaces_and_edits_that_change_nothing": 140,
-    "tests/test_checkpoint_sets.py::test_the_issue_example_a_config_edit_and_its_revert_resume_the_killed_run": 110,
-    "tests/workflow/test_workflow.py::test_what_reruns": 110,
-    "tests/engine/test_train_physics.py::test_electron_gas_beats_the_plane_wave_determinant": 100,
-    "tests/engine/test_train_physics.py::test_noninteracting_limit_is_exact": 90,
-    "tests/workflow/test_end_to_end.py::test_killed_pretraining_resumes_from_its_checkpoint": 90,
+    "tests/slurm/test_slurm_workflow.py::test_workflow_through_slurm": 250,
+    "tests/workflow/test_end_to_end.py::test_tiny_sweep_end_to_end": 220,
+    "tests/engine/test_optim_scale.py::test_far_more_parameters_than_walkers_rejects_no_sr_step": 35,
+    "tests/engine/test_model_integration.py::test_network_converges_to_the_noninteracting_ground_state": 80,
+    "tests/workflow/test_config_edits.py::test_tiny_chain_from_paths_with_spaces_and_edits_that_change_nothing": 90,
+    "tests/test_checkpoint_sets.py::test_the_issue_example_a_config_edit_and_its_revert_resume_the_killed_run": 55,
+    "tests/workflow/test_workflow.py::test_what_reruns": 75,
+    "tests/engine/test_train_physics.py::test_electron_gas_beats_the_plane_wave_determinant": 85,
+    "tests/engine/test_train_physics.py::test_noninteracting_limit_is_exact": 60,
+    "tests/workflow/test_end_to_end.py::test_killed_pretraining_resumes_from_its_checkpoint": 95,
     "tests/engine/test_memory.py::test_memory_model_agrees_with_the_compiled_step": 65,
     "tests/model/test_wavefunction_float64.py::test_sparse_forward_laplacian_matches_the_dense_one": 60,
     "tests/engine/test_sharding.py::test_two_device_step_equals_one_device_step": 55,
@@ -68,8 +68,8 @@ EXPECTED_SECONDS = {
     "tests/evaluate/test_model_end_to_end.py::test_tiny_model_checkpoint_end_to_end": 30,
     "tests/engine/test_optim.py::test_on_the_fly_equals_explicit_on_the_tiny_wavefunction": 25,
     "tests/engine/test_resume_and_guard.py::test_a_diverging_learning_rate_rolls_back_then_stops_in_one_line": 25,
-    "tests/engine/test_train_physics.py::test_shared_model_matches_single_depth_models": 25,
-    "tests/engine/test_train_physics.py::test_adam_and_sr_from_a_rough_start": 25,
+    "tests/engine/test_train_physics.py::test_shared_model_matches_single_depth_models": 17,
+    "tests/engine/test_train_physics.py::test_adam_and_sr_from_a_rough_start": 17,
     "tests/workflow/test_workflow.py::test_dry_run_paper_sweeps": 25,
     "tests/engine/test_memory.py::test_paper_sweeps_of_the_config_fit_their_gpus": 20,
     "tests/engine/test_model_integration.py::test_training_run_with_the_network": 20,
