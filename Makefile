@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 
 test: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(BIN)/python -m pytest -n $(CORES) -rs --durations=15 -m "not known_failure" $(PYTEST_ARGS)
+	OPENBLAS_NUM_THREADS=1 JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(BIN)/python -m pytest -n $(CORES) --dist loadgroup --no-loadscope-reorder -rs --durations=20 -m "not known_failure" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	mkdir -p benchmarks/results

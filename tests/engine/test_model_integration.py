@@ -69,14 +69,19 @@ def test_training_run_with_the_network(setup, tmp_path):
     assert complex(wf.log_psi(params, x, cond)) == complex(wf.log_psi(res.params, x, cond))
 
 
-@pytest.mark.slow  # about a minute on a 2-core CPU; reaches the exact energy with a margin of ~100x
+@pytest.mark.slow  # about two minutes of CPU (mostly compiling); reaches the exact energy with a margin of ~30x
 def test_network_converges_to_the_noninteracting_ground_state(tmp_path):
     """The tiny network from its random initialisation: pretraining + SR reach the exact λ = 0 energy
-    of 4 electrons filling the lowest band (2×2, V = 1) within 1e-3 E_M, Var E_L < 1e-3."""
+    of 4 electrons filling the lowest band (2×2, V = 1) within 1e-3 E_M, Var E_L < 1e-3.
+
+    100 SR steps (there were 200; the steps were ~1/3 of its CPU time, the rest compiling): the same
+    tolerances must hold after half the steps, so the check is, if anything, stricter. Measured at
+    100 steps: Var E_L 1.5e-5 to 7e-5 over the last 20 steps (mean 3e-5, ~30x under the bound),
+    E/N within 3e-4 of the exact energy."""
     system = System(Supercell.diagonal(2), n_up=4, n_down=0, coupling=0.0, phase=PHASE)
     wf = make_wavefunction(system, "tiny", ((1.0, 1.0),))
     exact = make_targets(system, [1.0]).energies[0] / 4
-    cfg = TrainConfig.from_dict(dict(steps=200, batch_size=128, pretrain_steps=200, burn_in=100, mcmc_steps=10,
+    cfg = TrainConfig.from_dict(dict(steps=100, batch_size=128, pretrain_steps=200, burn_in=100, mcmc_steps=10,
                                      learning_rate=0.01, checkpoint_every=1000, log_every=20))
     res = run_training(system, wf, [1.0], cfg, tmp_path)
     assert abs(res.history["energy"][-20:].mean() - exact) < 1e-3

@@ -176,8 +176,10 @@ def test_the_plan_shows_trivial_jobs_are_local_and_every_job_asks_for_what_it_ne
 @pytest.mark.slow
 def test_local_rules_never_reach_sbatch(tmp_path):
     """A real run under the SLURM profile of the snapshot targets only, with stand-ins for the
-    SLURM commands: the local rules run here and `sbatch` is never called. (About a minute of
-    wall time, most of it the executor's polling; seconds of CPU.)"""
+    SLURM commands: the local rules run here and `sbatch` is never called. (Seconds of CPU; the
+    executor's first status check comes after --slurm-init-seconds-before-status-checks, 40 s
+    by default, which the run shortens to 1 s: when the checks happen does not decide what is
+    submitted.)"""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls.log"
@@ -187,8 +189,8 @@ def test_local_rules_never_reach_sbatch(tmp_path):
         script.chmod(0o755)
     targets = [f"results/paper_15x15/config/{name}.yaml" for name in ("pretrain", "pretrain.compute", "analysis")]
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    res = snakemake(*targets, "--profile", "slurm", "--directory", tmp_path / "wd", "--configfile", CONFIG,
-                    cwd=REPO, env=env, timeout=600)
+    res = snakemake(*targets, "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "1",
+                    "--directory", tmp_path / "wd", "--configfile", CONFIG, cwd=REPO, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-4000:]
     for target in targets:
         assert (tmp_path / "wd" / target).is_file()
