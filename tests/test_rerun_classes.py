@@ -87,11 +87,11 @@ OTHER = {
     "system.energy_unit_meV": 3.0, "system.effective_mass": 0.4, "system.epsilon": 6.0,
     "system.moire_length_nm": 9.0, "depths": [0.0, 1.0, 3.5], "seed": 1, "description": "a note",
     "model.preset": "paper", "model.dtype": "float64", "model.reference_depth": 1.0, "model.n_heads": 8,
-    "model.n_kv_heads": 4, "model.top_k": 1, "model.d_model": 40,
+    "model.n_kv_heads": 4, "model.top_k": 1, "model.d_model": 40, "model.router_input": "electron",
     "pretrain.optimizer": "adam", "pretrain.depth_weighting": "variance", "pretrain.dtype": "float64",
     "pretrain.laplacian": "jvp", "pretrain.learning_rate": 0.01, "pretrain.max_update_norm": 0.1,
     "pretrain.pretrain_shells": 2.0, "pretrain.batch_size": 24, "pretrain.target_acceptance": 0.6,
-    "pretrain.sr_momentum": 0.5, "pretrain.matmul_precision": "default",
+    "pretrain.sr_momentum": 0.5, "pretrain.matmul_precision": "default", "pretrain.pretrain_target": "hartree_fock",
     "evaluate.dtype": "float64", "evaluate.laplacian": "jvp", "evaluate.supercell_density_bins": [8, 8],
     "evaluate.density_bins": [6, 6], "evaluate.finetune": {"learning_rate": 0.01}, "evaluate.batch_size": 8,
     "evaluate.target_acceptance": 0.6, "evaluate.max_series_elements": 2**20,
@@ -100,7 +100,8 @@ OTHER = {
     "hartree_fock.max_plane_waves": 300,
 }
 for _k in ("optimizer", "depth_weighting", "dtype", "laplacian", "learning_rate", "max_update_norm",
-           "pretrain_shells", "batch_size", "target_acceptance", "sr_momentum", "matmul_precision"):
+           "pretrain_shells", "batch_size", "target_acceptance", "sr_momentum", "matmul_precision",
+           "pretrain_target"):
     OTHER[f"evaluate.finetune.{_k}"] = OTHER[f"pretrain.{_k}"]
 OTHER["evaluate.finetune.batch_size"] = 32
 
