@@ -89,6 +89,24 @@ class Basis:
         return out
 
 
+def band_orbitals_in_basis(system: System, basis: Basis, depth: float):
+    """The occupied non-interacting orbitals at `depth` (E_M) in the supercell plane-wave `basis`,
+    per spin: (M, n_σ) each, columns in the order of `noninteracting_ground_state(...).occupied_*`;
+    plane waves outside the basis are dropped (so columns are normalised up to that truncation)."""
+    gs = noninteracting_ground_state(system, depth)
+    sc = system.supercell
+    out = []
+    for occ in (gs.occupied_up, gs.occupied_down):
+        c = np.zeros((basis.size, len(occ)), dtype=complex)
+        for j, (ik, ib) in enumerate(occ):
+            vec = gs.bands.kpoints[ik] + gs.bands.gvectors
+            rows = basis.index_of(np.rint(vec @ sc.lattice.T / (2 * np.pi)).astype(int))
+            inside = rows >= 0
+            c[rows[inside], j] = gs.bands.coefficients[ik, :, ib][inside]
+        out.append(c)
+    return tuple(out)
+
+
 class _DiagonalGrid:
     """P_{ab} stored as Q[d, u_a] with d = u_a − u_b (the differences that occur, compressed)
     and u_a = m_a − min on the integer grid of the basis.
@@ -246,16 +264,8 @@ class HartreeFock:
 
     def initial_coefficients(self, rng: np.random.Generator | None, noise: float):
         """Non-interacting orbitals in this basis, optionally mixed with random noise."""
-        gs = noninteracting_ground_state(self.system, self.depth)
-        sc = self.system.supercell
         coeffs = []
-        for occ in (gs.occupied_up, gs.occupied_down):
-            c = np.zeros((self.basis.size, len(occ)), dtype=complex)
-            for j, (ik, ib) in enumerate(occ):
-                vec = gs.bands.kpoints[ik] + gs.bands.gvectors
-                rows = self.basis.index_of(np.rint(vec @ sc.lattice.T / (2 * np.pi)).astype(int))
-                inside = rows >= 0
-                c[rows[inside], j] = gs.bands.coefficients[ik, :, ib][inside]
+        for c in band_orbitals_in_basis(self.system, self.basis, self.depth):
             if rng is not None and noise > 0 and c.shape[1]:
                 c = c + noise * (rng.normal(size=c.shape) + 1j * rng.normal(size=c.shape)) / np.sqrt(self.basis.size)
             q, _ = np.linalg.qr(c)

@@ -28,8 +28,7 @@ import time
 
 import numpy as np
 
-from qernel.bands import noninteracting_ground_state
-from qernel.hartree_fock import Basis, HFResult, hartree_fock
+from qernel.hartree_fock import band_orbitals_in_basis, hartree_fock
 from qernel.pretrain import TargetOrbitals
 from qernel.system import System
 
@@ -44,31 +43,12 @@ def procrustes_rotation(c, b):
     return w @ vh
 
 
-def band_columns(system: System, basis: Basis, depth: float):
-    """The occupied non-interacting orbitals at `depth` in the HF basis, per spin: (P, n_σ) each,
-    columns in the order of `noninteracting_ground_state(...).occupied_*` (the model's columns)."""
-    gs = noninteracting_ground_state(system, max(float(depth), 0.0))
-    sc = system.supercell
-    out = []
-    for occ in (gs.occupied_up, gs.occupied_down):
-        c = np.zeros((basis.size, len(occ)), dtype=complex)
-        for j, (ik, ib) in enumerate(occ):
-            vec = gs.bands.kpoints[ik] + gs.bands.gvectors
-            rows = basis.index_of(np.rint(vec @ sc.lattice.T / (2 * np.pi)).astype(int))
-            inside = rows >= 0
-            c[rows[inside], j] = gs.bands.coefficients[ik, :, ib][inside]
-        out.append(c)
-    return tuple(out)
-
-
 def hartree_fock_targets(system: System, depths, reference_depth: float | None = None, shells: float = 2.0,
-                         starts: int = 2, seeded: bool = True, max_iter: int = 200, seed: int = 0,
-                         results: "list[HFResult] | None" = None) -> TargetOrbitals:
+                         starts: int = 2, seeded: bool = True, max_iter: int = 200, seed: int = 0) -> TargetOrbitals:
     """HF orbitals at every depth of the grid (E_M), gauge-aligned (module docstring).
 
     shells: plane-wave cutoff of the HF basis (|K| <= shells·|b|); starts, seeded, max_iter, seed:
     as `qernel.hartree_fock.hartree_fock` (lowest of several random and crystal-seeded starts).
-    results: HF solutions already computed at these depths in a basis of `shells` (skips the SCF).
     Returns TargetOrbitals (depths as given, energies the HF energies in E_M per supercell,
     closed_shell True where the HF solution converged). Raises ValueError for an empty grid.
     """
@@ -77,33 +57,28 @@ def hartree_fock_targets(system: System, depths, reference_depth: float | None =
         raise ValueError("hartree_fock_targets needs at least one depth")
     if reference_depth is None:
         reference_depth = float(depths[len(depths) // 2])
-    if results is None:
-        results = []
-        for v in depths:
-            t = time.time()
-            r = hartree_fock(system, float(v), shells=shells, n_starts=starts, seeded=seeded, max_iter=max_iter,
-                             seed=seed)
-            log.info(f"HF pretraining target at V={v:g}: E/N = {r.energy / system.n_electrons:.6f} E_M "
-                     f"({r.label}, {'converged' if r.converged else 'NOT converged'}, {time.time() - t:.1f} s)")
-            results.append(r)
-    basis = results[0].basis
-    order = np.argsort(np.abs(depths - reference_depth), kind="stable")
-    aligned: dict[int, tuple] = {}
-    sorted_idx = np.argsort(depths, kind="stable")
-    position = {int(i): p for p, i in enumerate(sorted_idx)}
-    for i in order:
-        i = int(i)
-        if not aligned:
-            target = band_columns(system, basis, reference_depth)
-        else:  # the nearest already-aligned depth on the grid
-            p = position[i]
-            neighbours = [int(sorted_idx[q]) for q in (p - 1, p + 1) if 0 <= q < len(sorted_idx)
-                          and int(sorted_idx[q]) in aligned]
-            j = min(neighbours or list(aligned), key=lambda a: abs(depths[a] - depths[i]))
-            target = aligned[j]
+    results = []
+    for v in depths:
+        t = time.time()
+        r = hartree_fock(system, float(v), shells=shells, n_starts=starts, seeded=seeded, max_iter=max_iter, seed=seed)
+        log.info(f"HF pretraining target at V={v:g}: E/N = {r.energy / system.n_electrons:.6f} E_M "
+                 f"({r.label}, {'converged' if r.converged else 'NOT converged'}, {time.time() - t:.1f} s)")
+        results.append(r)
+    # the gauge walk: over the depths in ascending order, outward from the one nearest the reference
+    order = np.argsort(depths, kind="stable")
+    start = int(np.argmin(np.abs(depths[order] - reference_depth)))
+    aligned = [None] * len(depths)
+
+    def align(i, target):
         aligned[i] = tuple(c @ procrustes_rotation(c, b) for c, b in zip(results[i].coefficients, target))
+
+    align(order[start], band_orbitals_in_basis(system, results[0].basis, max(float(reference_depth), 0.0)))
+    for p in range(start + 1, len(order)):
+        align(order[p], aligned[order[p - 1]])
+    for p in range(start - 1, -1, -1):
+        align(order[p], aligned[order[p + 1]])
     area = system.supercell.area
     coefficients = tuple(np.stack([aligned[i][s] for i in range(len(depths))]) / np.sqrt(area) for s in (0, 1))
     kpoints = tuple(np.zeros((len(depths), c.shape[2], 2)) for c in coefficients)
-    return TargetOrbitals(system, depths, basis.vectors, kpoints, coefficients,
+    return TargetOrbitals(system, depths, results[0].basis.vectors, kpoints, coefficients,
                           np.array([r.energy for r in results]), np.array([bool(r.converged) for r in results]))

@@ -17,7 +17,7 @@ e_{E−k}(y_ne·) > 0 only if at least E − k experts lie strictly below e, i.e
 k; it is ≥ 1 (so s = 1) once E − k of them lie at least `margin` below. Ties and near-ties
 thus get weights that vanish smoothly, and s depends on the unordered set of logits only.
 
-What the router reads (`route_on`):
+What the router reads (ModelConfig.router_input):
 - "condition" (default): the logits are a small MLP of the (normalised) condition c, the same for
   every electron of a configuration. The experts then specialise by depth (one shared model, k of
   E experts active at each V), and the routing is constant in the positions, so ψ is as smooth in

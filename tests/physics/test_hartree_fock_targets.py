@@ -3,8 +3,8 @@
 import numpy as np
 
 from qernel.bands import noninteracting_ground_state
-from qernel.hartree_fock import Basis
-from qernel.hartree_fock_targets import band_columns, hartree_fock_targets, procrustes_rotation
+from qernel.hartree_fock import Basis, band_orbitals_in_basis
+from qernel.hartree_fock_targets import hartree_fock_targets, procrustes_rotation
 from qernel.lattice import Supercell
 from qernel.pretrain import target_orbitals
 from qernel.system import System
@@ -32,11 +32,11 @@ def test_noninteracting_targets_are_the_band_determinants():
     for d, v in enumerate(depths):
         gs = noninteracting_ground_state(system, v)
         assert abs(t.energies[d] - gs.energy) < 1e-4 * abs(gs.energy)  # the HF basis is centred at K = 0
-        b = band_columns(system, basis, v)[0]
+        b = band_orbitals_in_basis(system, basis, v)[0]
         b = b / np.linalg.norm(b, axis=0)
         c = t.coefficients[0][d] * np.sqrt(area)
         np.testing.assert_allclose(c @ c.conj().T, b @ b.conj().T, atol=2e-3)  # basis truncation of the bands' orbitals
-    b_ref = band_columns(system, basis, 7.5)[0]
+    b_ref = band_orbitals_in_basis(system, basis, 7.5)[0]
     np.testing.assert_allclose(t.coefficients[0][1] * np.sqrt(area), b_ref / np.linalg.norm(b_ref, axis=0), atol=2e-3)
     # the orbitals as the pretraining evaluates them: φ_j(r) = Σ_K c_Kj e^{iK·r} / √A, normalised on the supercell
     x = np.random.default_rng(1).uniform(size=(4000, 2)) @ system.supercell.lattice
