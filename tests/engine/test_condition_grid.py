@@ -4,7 +4,6 @@ with coupling λ' at V (the same ψ and keys: the exact λ = 0 determinant, whic
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
