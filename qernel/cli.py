@@ -124,7 +124,8 @@ def _depth(sweep, value: str) -> tuple[str, float]:
 def _wavefunction(sweep):
     from qernel.model import make_wavefunction
 
-    return make_wavefunction(sweep.system, sweep.model, cond_range=sweep.cond_range)
+    return make_wavefunction(sweep.system, sweep.model, cond_range=sweep.cond_range,
+                             condition_names=sweep.conditions.names)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def cmd_pretrain(args) -> int:
     checkpoint.claim(out_dir / "checkpoints", sweep.run_hash("pretrain"), sweep.stage_config("pretrain", (RUN,)),
                      what="pretraining checkpoints")
     t0 = time.time()
-    result = run_training(sweep.system, _wavefunction(sweep), sweep.depths, sweep.pretrain, out_dir,
+    result = run_training(sweep.system, _wavefunction(sweep), sweep.conditions, sweep.pretrain, out_dir,
                           seed=sweep.seed, attrs=provenance(sweep))
     log.info("pretraining finished in %.1f s", time.time() - t0)
     if Path(result.model_path).resolve() != model_out.resolve():
@@ -173,7 +174,8 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        evaluate_depth(sweep.system, _wavefunction(sweep), ckpt, depth, sweep.evaluate, out,
+        point = sweep.conditions.point(sweep.depth_labels.index(label))  # the grid point's condition vector
+        evaluate_depth(sweep.system, _wavefunction(sweep), ckpt, point, sweep.evaluate, out,
                        seed=depth_seed(sweep, label), attrs=provenance(sweep, depth_label=label), finetune=finetune)
     except ModelCheckpointError as err:
         raise CLIError(str(err)) from None

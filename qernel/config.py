@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from qernel.conditions import ConditionGrid
 from qernel.lattice import Supercell
 from qernel.system import System
 from qernel.units import PhysicalParameters
@@ -737,8 +738,7 @@ def build_sweep(name: str, spec: Mapping, default_resources: Mapping | None = No
     return Sweep(
         name=name,
         system=system,
-        depths=depths,
-        depth_labels=labels,
+        conditions=ConditionGrid.from_depths(depths, labels),
         depth_values_config=values,
         units=units,
         energy_unit_meV=e_m,
@@ -791,8 +791,11 @@ def _filter_classes(part: str, value, classes: tuple[str, ...]):
 class Sweep:
     """One sweep: a system and a grid of depths, with the options of every stage.
 
-    depths: (D,) in E_M (the package's unit); depth_labels: D path labels in the config's units
-    ("2.500"); depth_values_config: (D,) in the config's units (E_M, or meV with units physical);
+    conditions: the sweep's condition grid (`qernel.conditions.ConditionGrid`: D points, their
+    condition vectors (D, n_cond) and path labels); today's sweeps resolve to n_cond = 1, the
+    depth. depths: (D,) in E_M (the package's unit), its depth column; depth_labels: its D path
+    labels in the config's units ("2.500"); cond_range: its (min, max) per component.
+    depth_values_config: (D,) in the config's units (E_M, or meV with units physical);
     energy_unit_meV: E_M in meV, or None when unknown (moiré units without energy_unit_meV).
     model_spec / pretrain_spec / evaluate_spec: as written; model / pretrain / evaluate:
     `ModelConfig`, `TrainConfig`, `EvalConfig` of the resolved sweep. raw: the sweep mapping as
@@ -803,8 +806,7 @@ class Sweep:
 
     name: str
     system: System
-    depths: np.ndarray
-    depth_labels: list[str]
+    conditions: ConditionGrid
     depth_values_config: np.ndarray
     units: str
     energy_unit_meV: float | None
@@ -1054,9 +1056,20 @@ class Sweep:
         return "meV" if self.units == "physical" else "E_M"
 
     @property
-    def cond_range(self) -> tuple[tuple[float, float]]:
-        """((V_min, V_max),) in E_M: the condition range for `make_wavefunction`."""
-        return ((float(self.depths.min()), float(self.depths.max())),)
+    def depths(self) -> np.ndarray:
+        """(D,) the depths V in E_M: the condition grid's depth column (read-only)."""
+        return self.conditions.depths
+
+    @property
+    def depth_labels(self) -> list[str]:
+        """The D path labels of the grid points ("2.500", in the config's units)."""
+        return list(self.conditions.labels)
+
+    @property
+    def cond_range(self) -> tuple[tuple[float, float], ...]:
+        """((min, max) per condition component): ((V_min, V_max),) in E_M for today's sweeps; the
+        condition range for `make_wavefunction` (with `conditions.names` as its condition_names)."""
+        return self.conditions.cond_range
 
     def depth_index(self, label: str) -> int:
         """Index of a depth given by its path label (or a number in config units). Raises

@@ -90,6 +90,7 @@ import numpy as np
 import xarray as xr
 
 from qernel import checkpoint, parallel
+from qernel.conditions import COUPLING, DEPTH_ONLY, condition_vector, names_of, parameter
 from qernel.config import config_hash
 from qernel.hamiltonian import LAPLACIAN_METHODS
 from qernel.mcmc import WALKER_AXES, MCMCState, init_walkers, make_mcmc_step
@@ -305,40 +306,45 @@ def _split_stats(stats: dict, observables) -> dict[str, np.ndarray]:
 
 
 # -- the sampling core -----------------------------------------------------------------------------------
-def sample_observables(system: System, log_psi, params, depth: float, cfg: EvalConfig, key, *,
+def sample_observables(system: System, log_psi, params, depth, cfg: EvalConfig, key, *,
                        checkpoint_dir=None, mesh=None,
                        callback: Callable[[int, MCMCState, dict], Any] | None = None,
-                       observables=None) -> xr.Dataset:
+                       observables=None, condition_names=DEPTH_ONLY) -> xr.Dataset:
     """Sample |ψ(·; V)|² at one depth and return the evaluation dataset (module docstring).
 
     log_psi: a `qernel.hamiltonian.LogPsi` (e.g. `Wavefunction.log_psi`, or
     `qernel.bands.slater_log_psi(...)`); params: its parameters (any pytree, may be None);
-    depth: V in E_M; key: a jax PRNG key. checkpoint_dir: where sampling checkpoints go (None:
+    depth: V in E_M, or one grid point's condition vector (n_cond,) named by `condition_names`
+    (`qernel.conditions`; every walker gets it, cond (W, n_cond)); key: a jax PRNG key. checkpoint_dir: where sampling checkpoints go (None:
     none); an existing newest checkpoint there is resumed. callback(t, state, stats): after
     every measurement step t (1-based) with the walkers (device arrays) and that step's
     estimators (a test hook; returning True stops the sampling early, as if killed).
     observables: the `qernel.observables.Observable`s to measure (default:
     `qernel.observables.default_observables(system, cfg)`; the sampler's retry reads the
     energy observable's n_nonfinite). The dataset has no provenance attrs (`evaluate_depth` adds them).
-    Raises ValueError when the newest checkpoint in checkpoint_dir is of another evaluation,
-    FloatingPointError when a step stays non-finite after every retry, and SamplingInterrupted
-    when the callback stops the sampling.
+    Raises ValueError when the newest checkpoint in checkpoint_dir is of another evaluation or
+    the condition vector does not fit `condition_names`, FloatingPointError when a step stays
+    non-finite after every retry, and SamplingInterrupted when the callback stops the sampling.
     """
     if isinstance(cfg, dict):
         cfg = EvalConfig.from_dict(cfg)
+    names = tuple(condition_names)
+    point = condition_vector(depth, names)
     dtype = cfg.dtype or "float32"
     with _dtype_context(dtype):
-        return _sample(system, log_psi, params, float(depth), cfg, dtype, key, checkpoint_dir, mesh, callback,
-                       observables)
+        return _sample(system, log_psi, params, point, cfg, dtype, key, checkpoint_dir, mesh, callback,
+                       observables, names)
 
 
-def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mesh, callback, observables=None):
+def _sample(system, log_psi, params, point, cfg, dtype, key, checkpoint_dir, mesh, callback, observables=None,
+            names=DEPTH_ONLY):
+    depth = float(point[0])
     jdtype = jnp.float64 if dtype == "float64" else jnp.float32
     mesh = parallel.make_mesh() if mesh is None else mesh
     n_dev = mesh.devices.size
     parallel.check_batch_size(cfg.batch_size, n_dev, 1, key="evaluate.batch_size")
     n_dev_all, kind = parallel.device_summary()
-    observables = default_observables(system, cfg) if observables is None else tuple(observables)
+    observables = default_observables(system, cfg, names) if observables is None else tuple(observables)
     specs = _series_specs(observables)
     n_steps, w, n_el = cfg.n_steps, cfg.batch_size, system.n_electrons
     log.info("sampling V = %.6g E_M: %d walkers × %d steps (%d samples), %d moves between measurements, "
@@ -348,7 +354,7 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
 
     params = parallel.replicate(cast_floats(params, jdtype), mesh)
     k_init, k_burn, k_meas = (jax.random.fold_in(key, i) for i in range(3))
-    cond = jnp.full((w, 1), depth, jdtype)
+    cond = jnp.broadcast_to(jnp.asarray(point, jdtype), (w, len(names)))  # the grid point's row, every walker
     state = init_walkers(k_init, system, cond, width=cfg.init_width, dtype=jdtype)
     series = {name: BlockSeries(n_steps, spec.shape, cfg.max_series_elements) for name, spec in specs.items()}
     burn, measure = _compiled(system, log_psi, observables, cfg.mcmc_steps, float(cfg.target_acceptance))
@@ -356,11 +362,15 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     start = None
     meta = {"depth": depth, "batch_size": w, "n_steps": n_steps, "dtype": dtype}
+    if len(names) > 1:  # a grid of more than the depth: the whole condition vector (n_cond = 1: as before)
+        meta["condition"] = [float(v) for v in point]
     if ckpt_dir is not None and (resume := checkpoint.latest(ckpt_dir)) is not None:
         raw = checkpoint.load(resume)
         stored = {k: raw["meta"][k] for k in meta}
         stored["depth"], stored["batch_size"] = float(stored["depth"]), int(stored["batch_size"])
         stored["n_steps"] = int(stored["n_steps"])
+        if "condition" in stored:
+            stored["condition"] = [float(v) for v in np.asarray(stored["condition"]).ravel()]
         if stored != meta:
             raise ValueError(f"{resume}: sampling checkpoint of another evaluation ({stored} != {meta}); "
                              f"remove {ckpt_dir} to start afresh")
@@ -447,7 +457,7 @@ def _sample(system, log_psi, params, depth, cfg, dtype, key, checkpoint_dir, mes
     if stopped:
         raise SamplingInterrupted(t)
 
-    return _dataset(system, depth, cfg, dtype, observables, series, specs, n_dev_all, kind)
+    return _dataset(system, depth, cfg, dtype, observables, series, specs, n_dev_all, kind, point, names)
 
 
 def _nonfinite(outcome) -> str | None:
@@ -465,7 +475,7 @@ class SamplingInterrupted(RuntimeError):
 
 
 def _dataset(system, depth, cfg, dtype, observables, series: dict, specs: dict, n_devices: int,
-             kind: str) -> xr.Dataset:
+             kind: str, point=None, names=DEPTH_ONLY) -> xr.Dataset:
     n_steps = cfg.n_steps
     sc = system.supercell
     coords = {"step": ("step", np.arange(1, n_steps + 1))}
@@ -489,13 +499,19 @@ def _dataset(system, depth, cfg, dtype, observables, series: dict, specs: dict, 
         "energy_unit_meV": float("nan") if e_m is None else float(e_m),
         "depth_meV": float(depth) * (float("nan") if e_m is None else float(e_m)),
         "n_electrons": int(system.n_electrons), "n_up": int(system.n_up), "n_down": int(system.n_down),
-        "filling": float(system.filling), "coupling": float(system.coupling), "phase_deg": float(system.phase_deg),
+        "filling": float(system.filling),
+        "coupling": float(parameter(np.atleast_1d(depth if point is None else point), names, COUPLING,
+                                    system.coupling)),
+        "phase_deg": float(system.phase_deg),
         "supercell": json.dumps([list(r) for r in sc.matrix]),
         "n_walkers": int(cfg.batch_size), "n_steps": int(n_steps), "n_samples": int(cfg.batch_size * n_steps),
         "mcmc_steps": int(cfg.mcmc_steps), "burn_in": int(cfg.burn_in), "laplacian": cfg.laplacian, "dtype": dtype,
         "eval_config": json.dumps(cfg.to_dict(), sort_keys=True, default=str),
         "n_devices": int(n_devices), "device_kind": kind,
     }
+    if len(names) > 1:  # n_cond = 1: the attrs as before
+        attrs["condition_names"] = json.dumps(list(names))
+        attrs["condition"] = json.dumps([float(v) for v in point])
     for o in observables:
         attrs.update(o.attrs())
     return xr.Dataset(data, coords=coords, attrs=attrs)
@@ -552,7 +568,9 @@ def load_pretrained(path, wf):
     return params, metadata
 
 
-def _check_system(metadata: dict, system: System, path: Path) -> None:
+def _check_system(metadata: dict, system: System, path: Path, condition_names=DEPTH_ONLY) -> None:
+    """Raise ModelCheckpointError when the model file's recorded system is another: supercell and
+    spins; the coupling λ too unless the model is conditioned on it ("coupling" in condition_names)."""
     stored = metadata.get("system")
     if not isinstance(stored, dict):
         return
@@ -561,6 +579,8 @@ def _check_system(metadata: dict, system: System, path: Path) -> None:
     if theirs != mine:
         raise ModelCheckpointError(f"model checkpoint {str(path)!r} was trained for another system "
                                    f"({theirs} != {mine})")
+    if COUPLING in condition_names:
+        return  # λ is a condition of the model: the evaluation's grid point gives it
     if "coupling" in stored and not math.isclose(float(stored["coupling"]), system.coupling, rel_tol=1e-9):
         raise ModelCheckpointError(f"model checkpoint {str(path)!r} was trained at coupling λ = {stored['coupling']}, "
                          f"not {system.coupling}")
@@ -594,9 +614,12 @@ def work_dir(out_path) -> Path:
     return out_path.with_name(out_path.stem + "_checkpoints")
 
 
-def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalConfig, out_path, seed: int = 0,
+def evaluate_depth(system: System, wf, checkpoint_path, depth, cfg: EvalConfig, out_path, seed: int = 0,
                    attrs: dict | None = None, *, mesh=None, callback=None, finetune: Finetune | None = None) -> Path:
     """Evaluate the pretrained model `checkpoint_path` at depth V (E_M); write `out_path`.
+
+    depth: V in E_M, or the condition vector (n_cond,) of one grid point, named as
+    `wf.condition_names` (`qernel.conditions`; a model without them: ("depth",)).
 
     wf: the model (`qernel.model.Wavefunction`, or anything with init/log_psi/apply); cfg: an
     `EvalConfig` (or its mapping); seed: this depth's seed; attrs: global attrs of the output
@@ -605,12 +628,19 @@ def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalC
     cfg.finetune_steps > 0 (`qernel.train.finetune`; see `Finetune`). Returns out_path. See
     the module docstring.
 
-    Raises FileNotFoundError or ModelCheckpointError (the model file, see `load_pretrained`),
-    ValueError (finetune_steps > 0 without a `finetune` function; bad options), FloatingPointError
-    (a step non-finite after every retry) and SamplingInterrupted (the callback stopped it).
+    Raises FileNotFoundError or ModelCheckpointError (the model file, see `load_pretrained`; a
+    model trained at another λ unless λ is one of its conditions), ValueError (finetune_steps > 0
+    without a `finetune` function; bad options; a condition vector of the wrong length),
+    FloatingPointError (a step non-finite after every retry) and SamplingInterrupted (the
+    callback stopped it).
     """
     if isinstance(cfg, dict):
         cfg = EvalConfig.from_dict(cfg)
+    names = names_of(wf)
+    point = condition_vector(depth, names)
+    depth = float(point[0])
+    # what the finetuning and the sampling get: the bare depth for n_cond = 1 (as before), else the row
+    where = depth if len(names) == 1 else point
     out_path = Path(out_path)
     checkpoint_path = Path(checkpoint_path)
     n_dev, kind = parallel.device_summary()
@@ -619,16 +649,19 @@ def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalC
         raise ValueError(f"evaluate.finetune_steps = {cfg.finetune_steps} needs a training function: pass "
                          "finetune=qernel.train.finetune to evaluate_depth (or set evaluate.finetune_steps: 0)")
     params, metadata = load_pretrained(checkpoint_path, wf)
-    _check_system(metadata, system, checkpoint_path)
+    _check_system(metadata, system, checkpoint_path, names)
     dtype = resolve_dtype(cfg, metadata, wf)
     with _dtype_context(dtype):
-        cond_range = getattr(wf, "cond_range", None)
-        if cond_range and not (cond_range[0][0] - 1e-9 <= depth <= cond_range[0][1] + 1e-9):
-            log.warning("depth V = %g E_M lies outside the model's condition range %s: extrapolating",
-                        depth, cond_range[0])
+        cond_range = getattr(wf, "cond_range", None) or ()
+        for name, value, (lo, hi) in zip(names, point, cond_range):
+            if not (lo - 1e-9 <= value <= hi + 1e-9):
+                log.warning("%s = %g lies outside the model's condition range %s: extrapolating",
+                            "depth V" if name == "depth" else name, value, (lo, hi))
         model_sha = _sha256(checkpoint_path)
         setup = {"model_sha256": model_sha, "depth": float(depth), "seed": int(seed), "dtype": dtype,
                  "evaluate": cfg.to_dict(), "system": system.config_dict()}
+        if len(names) > 1:
+            setup["condition"] = dict(zip(names, (float(v) for v in point)))
         work = work_dir(out_path)
         # checkpoints of another setup are kept aside by its hash, never overwritten (qernel.checkpoint.claim)
         checkpoint.claim(work, config_hash(setup), setup, what="evaluation checkpoints")
@@ -643,12 +676,12 @@ def evaluate_depth(system: System, wf, checkpoint_path, depth: float, cfg: EvalC
                                      float("nan") if e_m is None else e_m)
         if cfg.finetune_steps > 0:
             ft_dir = work / "finetune"
-            params, options = finetune(system, wf, params, float(depth), cfg, metadata, ft_dir, seed=int(seed),
+            params, options = finetune(system, wf, params, where, cfg, metadata, ft_dir, seed=int(seed),
                                        dtype=dtype, attrs=attrs, mesh=mesh)
             run_attrs.update(finetune_config=json.dumps(options, sort_keys=True), finetune_dir=str(ft_dir))
-        ds = sample_observables(system, wf.log_psi, params, depth, dataclasses.replace(cfg, dtype=dtype),
+        ds = sample_observables(system, wf.log_psi, params, where, dataclasses.replace(cfg, dtype=dtype),
                                 jax.random.fold_in(root, 7), checkpoint_dir=work / "sampling", mesh=mesh,
-                                callback=callback)
+                                callback=callback, condition_names=names)
     e_m = attrs.get("energy_unit_meV", ds.attrs["energy_unit_meV"])
     try:
         e_m = float(e_m)

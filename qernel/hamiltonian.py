@@ -4,7 +4,9 @@
 
 A wavefunction enters as `log_psi(params, x, cond)`: x (N, 2) positions in a_M, cond (n_cond,)
 the condition vector whose first entry is the depth V in E_M; it returns log ψ as a real
-scalar (real ψ: log|ψ|) or a complex scalar (log|ψ| + iθ). For complex ψ the kinetic energy is
+scalar (real ψ: log|ψ|) or a complex scalar (log|ψ| + iθ). The Hamiltonian reads its parameters
+from the condition vector where it carries them (`condition_names`, `qernel.conditions`): V
+always (cond[0]), λ when "coupling" is among the names, else the system's `coupling`. For complex ψ the kinetic energy is
 −½ Re[∇² log ψ + (∇ log ψ)·(∇ log ψ)] = −½ [∇² log|ψ| + |∇ log|ψ||² − |∇θ|²].
 
 The Laplacian uses folx's forward Laplacian (`laplacian="folx"`) or, as the reference,
@@ -23,6 +25,7 @@ import folx
 import jax
 import jax.numpy as jnp
 
+from qernel.conditions import COUPLING, DEPTH, DEPTH_ONLY, check_names, parameter
 from qernel.ewald import Ewald
 from qernel.moire import moire_potential
 from qernel.system import System
@@ -108,13 +111,18 @@ def kinetic_energy(f: Callable[[jax.Array], jax.Array], x: jax.Array, method: st
 
 
 def make_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None,
-                      sparsity_threshold: float | None = None):
-    """Build local_energy(params, x, cond) -> EnergyComponents for one configuration x (N, 2).
+                      sparsity_threshold: float | None = None, condition_names=DEPTH_ONLY):
+    """Build local_energy(params, x, cond) -> EnergyComponents for one configuration x (N, 2) in a_M.
 
-    Vectorise over walkers with jax.vmap (or qernel.parallel.map_walkers). `cond[0]` is the depth V (E_M).
-    sparsity_threshold: folx's (None: folx_sparsity(N)).
+    Vectorise over walkers with jax.vmap (or qernel.parallel.map_walkers). cond (n_cond,): the
+    condition vector named by `condition_names` (`qernel.conditions`): `cond[0]` is the depth V
+    (E_M); λ is cond[i] where condition_names[i] == "coupling", else `system.coupling`.
+    sparsity_threshold: folx's (None: folx_sparsity(N)). Energies in E_M (totals, not per electron).
+    Raises ValueError for an unknown `laplacian` or invalid `condition_names`, and (when called)
+    for a cond whose length is not len(condition_names).
     """
-    components_and_imag = make_complex_local_energy(system, log_psi, laplacian, ewald, sparsity_threshold)
+    components_and_imag = make_complex_local_energy(system, log_psi, laplacian, ewald, sparsity_threshold,
+                                                    condition_names)
 
     def local_energy(params, x, cond) -> EnergyComponents:
         return components_and_imag(params, x, cond).components
@@ -138,29 +146,47 @@ class LocalEnergy(NamedTuple):
 
 
 def make_complex_local_energy(system: System, log_psi: LogPsi, laplacian: str = "folx", ewald: Ewald | None = None,
-                              sparsity_threshold: float | None = None):
-    """Build f(params, x, cond) -> LocalEnergy(components, imag) for one configuration x (N, 2).
+                              sparsity_threshold: float | None = None, condition_names=DEPTH_ONLY):
+    """Build f(params, x, cond) -> LocalEnergy(components, imag) for one configuration x (N, 2) in a_M.
 
-    The components are `make_local_energy`'s; Im E_L = −½ Im[∇² log ψ + (∇ log ψ)²] (the
-    potentials are real) is what the gradient of a complex ψ needs besides them (qernel.loss).
-    Raises ValueError for an unknown `laplacian`.
+    cond (n_cond,) named by `condition_names` (see `make_local_energy`). The components are
+    `make_local_energy`'s; Im E_L = −½ Im[∇² log ψ + (∇ log ψ)²] (the potentials are real) is
+    what the gradient of a complex ψ needs besides them (qernel.loss). Energies in E_M.
+    Raises ValueError for an unknown `laplacian` or invalid `condition_names`, and (when called)
+    for a cond whose length is not len(condition_names).
     """
     if laplacian not in LAPLACIAN_METHODS:
         raise ValueError(f"unknown laplacian method {laplacian!r}; choose one of {LAPLACIAN_METHODS}")
+    names = check_names(condition_names)
     ewald = Ewald(system.supercell) if ewald is None else ewald
-    lam, phase = system.coupling, system.phase
+    phase = system.phase
 
     def local_energy(params, x, cond):
         kin, kin_imag = complex_kinetic_energy(lambda y: log_psi(params, y, cond), x, laplacian, sparsity_threshold)
-        pot = jnp.sum(moire_potential(x, cond[0], phase))
-        inter = lam * ewald.energy(x)
+        pot = jnp.sum(moire_potential(x, parameter(cond, names, DEPTH), phase))
+        inter = parameter(cond, names, COUPLING, system.coupling) * ewald.energy(x)
         return LocalEnergy(EnergyComponents(kin, pot, inter.astype(x.dtype)), kin_imag)
 
     return local_energy
 
 
-def potential_energies(system: System, x: jax.Array, depth, ewald: Ewald | None = None):
-    """(moiré, interaction) energies in E_M for positions x (..., N, 2), depth broadcast to (...)."""
+def potential_energies(system: System, x: jax.Array, depth=None, ewald: Ewald | None = None, *, cond=None,
+                       condition_names=DEPTH_ONLY):
+    """(moiré, interaction) energies in E_M, each of shape (...), for positions x (..., N, 2) in a_M.
+
+    Give either `depth` (V in E_M, broadcast to (...); λ = system.coupling) or `cond`
+    (..., n_cond), the condition vectors named by `condition_names` (`qernel.conditions`): V =
+    cond[..., 0], λ from cond where "coupling" is among the names, else system.coupling.
+    Raises ValueError when both or neither of depth and cond are given, for invalid names, or
+    for a cond whose last axis is not len(condition_names) long.
+    """
+    if (depth is None) == (cond is None):
+        raise ValueError("potential_energies: give exactly one of depth and cond")
     ewald = Ewald(system.supercell) if ewald is None else ewald
+    lam = system.coupling
+    if cond is not None:
+        names = check_names(condition_names)
+        cond = jnp.asarray(cond)
+        depth, lam = parameter(cond, names, DEPTH), parameter(cond, names, COUPLING, system.coupling)
     pot = jnp.sum(moire_potential(x, jnp.asarray(depth)[..., None], system.phase), axis=-1)
-    return pot, system.coupling * ewald.energy(x)
+    return pot, lam * ewald.energy(x)

@@ -129,12 +129,12 @@ def step_estimate(n_electrons: int, n_params: int, walkers: int, model, chunk: i
     return StepEstimate(float(peak), float(flops), terms)
 
 
-def _n_params(system, model, cond_range) -> int:
+def _n_params(system, model, cond_range, condition_names=None) -> int:
     import jax
 
     from qernel.model import make_wavefunction
 
-    wf = make_wavefunction(system, model, cond_range)
+    wf = make_wavefunction(system, model, cond_range, condition_names)
     shapes = jax.eval_shape(wf.init, jax.random.PRNGKey(0))
     return int(sum(math.prod(a.shape) for a in jax.tree.leaves(shapes)))
 
@@ -144,7 +144,7 @@ def sweep_estimate(sweep) -> StepEstimate:
     and resources.pretrain.gpu devices."""
     cfg = sweep.pretrain
     devices = max(1, int(sweep.resources["pretrain"].get("gpu", 0) or 1))
-    n_params = _n_params(sweep.system, sweep.model, sweep.cond_range)
+    n_params = _n_params(sweep.system, sweep.model, sweep.cond_range, sweep.conditions.names)
     return step_estimate(sweep.system.n_electrons, n_params, cfg.batch_size, sweep.model, cfg.max_vmap_batch_size,
                          devices, cfg.mcmc_steps, bool(sweep.model.complex_output), cfg.dtype)
 
@@ -178,21 +178,26 @@ def lowered_step(system, model, train_cfg, depths, mesh=None):
     """The training step lowered for abstract inputs (nothing is run or allocated).
 
     system: qernel.system.System; model: ModelConfig, preset name or mapping; train_cfg:
-    qernel.train.TrainConfig; depths: the sweep's depths (E_M). Returns (lowered, n_params).
+    qernel.train.TrainConfig; depths: the sweep's condition grid (`qernel.conditions.ConditionGrid`)
+    or its depths (D,) in E_M. The walkers' conditions are the grid's rows, cond (W, n_cond).
+    Returns (lowered, n_params). Raises ValueError for an invalid grid.
     """
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from qernel import parallel
+    from qernel.conditions import as_grid
     from qernel.mcmc import init_walkers
     from qernel.model import make_wavefunction
     from qernel.train import TrainState, make_optimizer, make_train_step
 
-    depths = np.atleast_1d(np.asarray(depths, float))
+    grid = as_grid(depths)
+    depths = grid.depths
     n_depths = len(depths)
     dtype = jnp.float64 if train_cfg.dtype == "float64" else jnp.float32
-    wf = make_wavefunction(system, model, ((float(depths.min()), float(max(depths.max(), depths.min() + 1))),))
+    cond_range = ((float(depths.min()), float(max(depths.max(), depths.min() + 1))),) + grid.cond_range[1:]
+    wf = make_wavefunction(system, model, cond_range, grid.names)
     mesh = parallel.make_mesh() if mesh is None else mesh
 
     def cast(a):
@@ -200,10 +205,10 @@ def lowered_step(system, model, train_cfg, depths, mesh=None):
 
     params = jax.eval_shape(lambda k: jax.tree.map(cast, wf.init(k)), jax.random.PRNGKey(0))
     x0 = jax.ShapeDtypeStruct((system.n_electrons, 2), dtype)
-    c0 = jax.ShapeDtypeStruct((1,), dtype)
+    c0 = jax.ShapeDtypeStruct((grid.n_cond,), dtype)
     is_complex = bool(jnp.iscomplexobj(jax.eval_shape(wf.log_psi, params, x0, c0)))
     group = np.arange(train_cfg.batch_size) % n_depths
-    cond = jnp.asarray(depths[group][:, None], dtype)
+    cond = grid.conditions(group, dtype)
     walkers = jax.eval_shape(lambda: init_walkers(jax.random.PRNGKey(1), system, cond, group, n_depths, 0.1,
                                                   dtype=dtype))
     opt = make_optimizer(train_cfg, wf.log_psi, n_depths, is_complex)

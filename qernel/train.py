@@ -81,6 +81,7 @@ from qernel.mcmc import WALKER_AXES as WALKER_AXES_MCMC, MCMCState, init_walkers
 from qernel import optim
 from qernel.optim import OPTIMIZERS, Optimizer, Samples
 from qernel.bands import DEFAULT_SHELLS
+from qernel.conditions import ConditionGrid, as_grid, condition_vector, names_of
 from qernel.hartree_fock_targets import hartree_fock_targets
 from qernel.pretrain import TargetOrbitals, make_pretrain_step, make_targets
 from qernel.system import System
@@ -296,7 +297,8 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
     """
     log_psi = wf.log_psi
     mcmc = make_mcmc_step(log_psi, system, cfg.mcmc_steps, cfg.target_acceptance)
-    local_energy = parallel.map_walkers(make_complex_local_energy(system, log_psi, cfg.laplacian), cfg.max_vmap_batch_size)
+    local_energy = parallel.map_walkers(
+        make_complex_local_energy(system, log_psi, cfg.laplacian, condition_names=names_of(wf)), cfg.max_vmap_batch_size)
     if optimizer is None:
         optimizer = make_optimizer(cfg, log_psi, n_groups, is_complex)
     w_moe = cfg.moe_loss_weight
@@ -519,15 +521,17 @@ def init_state(system: System, depths, cfg: TrainConfig, keys: TrainKeys, params
     """The state before the first update (device arrays, not yet placed on a mesh).
 
     params: the starting parameters (`start_params`); opt_state: the optimiser's fresh state for
-    them. Walker w of cfg.batch_size starts at depth w mod D (depths (D,), E_M), uniform in the
-    supercell (keys.walkers), with proposal width cfg.init_width (a_M); step 0; the variance
-    EMA (D,) zero.
+    them. depths: the grid, a `qernel.conditions.ConditionGrid` (D points) or a depth array (D,)
+    in E_M (the grid of n_cond = 1). Walker w of cfg.batch_size starts at grid point w mod D (its
+    condition vector: that row of the grid, cond (W, n_cond)), uniform in the supercell
+    (keys.walkers), with proposal width cfg.init_width (a_M); step 0; the variance EMA (D,) zero.
+    Raises ValueError for an invalid grid (`qernel.conditions.as_grid`).
     """
-    depths = np.atleast_1d(np.asarray(depths, float))
-    n_depths = len(depths)
+    grid = as_grid(depths)
+    n_depths = grid.n_points
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     group0 = np.arange(cfg.batch_size) % n_depths
-    cond0 = jnp.asarray(depths[group0][:, None], dtype)
+    cond0 = grid.conditions(group0, dtype)
     walkers0 = init_walkers(keys.walkers, system, cond0, group0, n_depths, cfg.init_width, dtype=dtype)
     return TrainState(params, opt_state, walkers0, jnp.zeros((), jnp.int32), jnp.zeros(n_depths, dtype))
 
@@ -635,9 +639,12 @@ def fit(state: TrainState, history: dict, system: System, wf, depths, cfg: Train
     the end) into ckpt_dir; meta holds lr_scale and rollbacks. history: the run's history so far
     (appended to). callback(step, record) after every accepted step; fault_injector(step, attempt) -> depth
     indices whose local energies are set to NaN (a test hook); bar: a tqdm bar or None (then plain
-    log lines every cfg.log_every steps).
+    log lines every cfg.log_every steps). depths: a `qernel.conditions.ConditionGrid` or a depth
+    array (D,) in E_M (walkers moved by the variance weighting take their new point's condition
+    vector).
     """
-    depths = np.asarray(depths, float)
+    grid = as_grid(depths)
+    depths = grid.depths
     n_depths, n_el = len(depths), system.n_electrons
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     rep = parallel.replicated(mesh)
@@ -720,7 +727,7 @@ def fit(state: TrainState, history: dict, system: System, wf, depths, cfg: Train
         elif t % cfg.log_every == 0 or t == cfg.steps:
             print(line, flush=True)
         if cfg.depth_weighting == "variance" and t % cfg.reweight_every == 0 and n_depths > 1:
-            state = _reweight(state, depths, cfg, mesh, dtype, log, t)
+            state = _reweight(state, grid, cfg, mesh, dtype, log, t)
         if t % cfg.checkpoint_every == 0 or t == cfg.steps:
             save(parallel.to_host(state), history, {"lr_scale": lr_scale, "rollbacks": rollbacks})
         if callback is not None:
@@ -737,6 +744,9 @@ def run_training(system: System, wf, depths, cfg: TrainConfig, out_dir, seed: in
                  targets: TargetOrbitals | None = None) -> TrainResult:
     """Train `wf` on all `depths` (E_M) at once; resume from out_dir/checkpoints if there are any.
 
+    depths: the condition grid, a `qernel.conditions.ConditionGrid` (D points, cond (n_cond,)
+    each, named as `wf.condition_names`) or a depth array (D,) in E_M (n_cond = 1).
+
     The stages: `start_params` and `init_state` → `pretrain_orbitals` (if cfg.pretrain_steps > 0 and wf has
     orbitals) → `burn_in` → checkpoint at step 0 → `fit`; then train.nc and model.msgpack.
     wf: an object with init(key), log_psi(params, x, cond), apply(params, x, cond) -> (phase,
@@ -750,20 +760,25 @@ def run_training(system: System, wf, depths, cfg: TrainConfig, out_dir, seed: in
     pretraining targets (default: the bands orbitals of `qernel.pretrain.make_targets` at
     `depths`, aligned to wf.reference.depth when the model has one).
 
-    Raises ValueError (batch_size against devices × depths; a checkpoint of another run in
-    out_dir) and FloatingPointError (a step non-finite after every retry and rollback, see `fit`).
+    Raises ValueError (batch_size against devices × depths; a grid whose condition names differ
+    from the model's; a checkpoint of another run in out_dir) and FloatingPointError (a step
+    non-finite after every retry and rollback, see `fit`).
     """
     if isinstance(cfg, dict):
         cfg = TrainConfig.from_dict(cfg)
+    grid = as_grid(depths)
+    if grid.names != names_of(wf):
+        raise ValueError(f"the condition grid has the components {grid.names}, the model {names_of(wf)}")
     ctx = jax.enable_x64(True) if cfg.dtype == "float64" else contextlib.nullcontext()
     with ctx:
-        return _run(system, wf, np.atleast_1d(np.asarray(depths, float)), cfg, Path(out_dir), seed, attrs,
+        return _run(system, wf, grid, cfg, Path(out_dir), seed, attrs,
                     progress, callback, fault_injector, mesh, init_params, targets)
 
 
-def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, fault_injector, mesh, init_params,
-         targets):
+def _run(system, wf, grid: ConditionGrid, cfg, out_dir, seed, attrs, progress, callback, fault_injector, mesh,
+         init_params, targets):
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    depths = grid.depths
     n_depths = len(depths)
     mesh = parallel.make_mesh() if mesh is None else mesh
     n_dev = mesh.devices.size
@@ -777,9 +792,9 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
 
     keys = train_keys(seed)
     params0 = start_params(wf, cfg, keys, init_params)
-    is_complex, usage_shape = _model_facts(wf, params0, n_el, float(depths[0]), dtype)
+    is_complex, usage_shape = _model_facts(wf, params0, n_el, grid.point(0), dtype)
     opt0 = make_optimizer(cfg, wf.log_psi, n_depths, bool(is_complex)).init(params0)
-    template = init_state(system, depths, cfg, keys, params0, opt0)
+    template = init_state(system, grid, cfg, keys, params0, opt0)
     log(f"devices: {n_dev} × {jax.devices()[0].platform} ({jax.devices()[0].device_kind}); "
         f"depths {[round(float(v), 6) for v in depths]}; batch {cfg.batch_size}; {cfg.optimizer}; dtype {cfg.dtype}; "
         f"N = {n_el}; complex ψ: {bool(is_complex)}")
@@ -793,6 +808,10 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
         stored_depths = np.asarray(meta["depths"], float)
         if stored_depths.shape != depths.shape or not np.allclose(stored_depths, depths):
             raise ValueError(f"{resume}: checkpoint depths {stored_depths.tolist()} differ from {depths.tolist()}")
+        stored_grid = np.asarray(meta.get("conditions", depths[:, None]), float)
+        if stored_grid.shape != grid.values.shape or not np.allclose(stored_grid, grid.values):
+            raise ValueError(f"{resume}: checkpoint condition grid {stored_grid.tolist()} differs from "
+                             f"{grid.values.tolist()}")
         if int(meta["batch_size"]) != cfg.batch_size or meta["optimizer"] != cfg.optimizer:
             raise ValueError(f"{resume}: checkpoint batch_size/optimizer ({meta['batch_size']}, {meta['optimizer']}) "
                              f"differ from the config ({cfg.batch_size}, {cfg.optimizer})")
@@ -807,10 +826,14 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
         state = template
     state = parallel.place(state, mesh, WALKER_AXES)
 
+    # a grid of more than the depth also records its condition vectors (n_cond = 1: as before)
+    grid_meta = {} if grid.n_cond == 1 else {"conditions": grid.values}
+
     def save(host: TrainState, hist: dict, extra: dict):
         tree = {"state": host, "history": hist,
                 "meta": {"seed": seed, "depths": depths, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
-                         "config": json.dumps(cfg.to_dict(), sort_keys=True), "n_electrons": n_el, **extra}}
+                         "config": json.dumps(cfg.to_dict(), sort_keys=True), "n_electrons": n_el, **grid_meta,
+                         **extra}}
         checkpoint.save(checkpoint.checkpoint_path(ckpt_dir, int(host.step)), tree)
         write_netcdf(_dataset(hist, depths, system, cfg), out_dir / "train.nc", attrs)
 
@@ -819,7 +842,8 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
         t0 = time.time()
         if cfg.pretrain_steps > 0 and hasattr(wf, "orbitals"):
             if targets is None:
-                targets = default_targets(system, wf, depths, cfg, log)
+                # per depth (with λ in the grid too: each distinct V once, at the system's λ)
+                targets = default_targets(system, wf, depths if grid.n_cond == 1 else np.unique(depths), cfg, log)
             state, losses = pretrain_orbitals(state, targets, system, wf, cfg, keys.pretrain, mesh, log)
             history["pretrain_loss"] = losses
         state = burn_in(state, system, wf, cfg, keys.burn_in)
@@ -854,6 +878,8 @@ def _run(system, wf, depths, cfg, out_dir, seed, attrs, progress, callback, faul
                 "system": system.config_dict(), "train_config": cfg.to_dict(),
                 "model_config": _plain(getattr(wf, "config", None)),
                 "cond_range": getattr(wf, "cond_range", None)}
+    if grid.n_cond > 1:
+        metadata.update(condition_names=list(grid.names), conditions=grid.values.tolist())
     model_path = checkpoint.save_model(out_dir / "model.msgpack", host.params, metadata)
     log(f"done: step {final_step}; model written to {model_path.name}")
     log.close()
@@ -920,28 +946,35 @@ def finetune(system: System, wf, params, depth: float, cfg, metadata: dict, out_
              dtype: str | None = None, attrs: dict | None = None, mesh=None) -> tuple[Any, dict]:
     """Fine-tune `wf` at the single depth V (E_M) from `params`; the `qernel.evaluate.Finetune` seam.
 
-    cfg: the evaluation's options (see `finetune_config`); metadata: the model file's. Runs
-    `run_training(system, wf, [depth], finetune_config(cfg, metadata, dtype), out_dir,
-    init_params=params)`: its checkpoints, train.nc and train.log in out_dir, so a rerun resumes
-    (or finds the finished run). Returns (tuned params (host arrays), the TrainConfig used as a
-    mapping). Raises what `finetune_config` and `run_training` raise.
+    depth: V in E_M, or the condition vector (n_cond,) of one grid point (named as
+    `wf.condition_names`). cfg: the evaluation's options (see `finetune_config`); metadata: the
+    model file's. Runs `run_training(system, wf, <the one-point grid>, finetune_config(cfg,
+    metadata, dtype), out_dir, init_params=params)`: its checkpoints, train.nc and train.log in
+    out_dir, so a rerun resumes (or finds the finished run). Returns (tuned params (host arrays),
+    the TrainConfig used as a mapping). Raises what `finetune_config` and `run_training` raise,
+    and ValueError for a condition vector of the wrong length (`qernel.conditions.condition_vector`).
     """
     tcfg = finetune_config(cfg, metadata, dtype)
     out_dir = Path(out_dir)
-    _log.info("fine-tuning %d steps at V = %.6g E_M in %s (learning rate %.4g, %s)", tcfg.steps, depth, out_dir,
+    names = names_of(wf)
+    vec = condition_vector(depth, names)
+    point = ConditionGrid(names, vec[None, :], ("",))
+    _log.info("fine-tuning %d steps at V = %.6g E_M in %s (learning rate %.4g, %s)", tcfg.steps, vec[0], out_dir,
               tcfg.lr, tcfg.optimizer)
     t0 = time.time()
-    result = run_training(system, wf, np.array([float(depth)]), tcfg, out_dir, seed=int(seed), attrs=attrs,
+    result = run_training(system, wf, point, tcfg, out_dir, seed=int(seed), attrs=attrs,
                           progress=False, mesh=mesh, init_params=params)
     _log.info("fine-tuning done in %.1f s: E/N = %.6f E_M at the last step", time.time() - t0,
               float(np.asarray(result.final_energy_per_depth)[0]))
     return result.params, tcfg.to_dict()
 
 
-def _model_facts(wf, params, n_electrons: int, depth0: float, dtype) -> tuple[bool, tuple]:
-    """(is ψ complex, shape (L, E) of the model's expert counts; (1, 1) without MoE), from shapes only."""
+def _model_facts(wf, params, n_electrons: int, cond0, dtype) -> tuple[bool, tuple]:
+    """(is ψ complex, shape (L, E) of the model's expert counts; (1, 1) without MoE), from shapes only.
+
+    cond0: one condition vector (n_cond,) (a grid row)."""
     x0 = jnp.zeros((n_electrons, 2), dtype)
-    c0 = jnp.asarray([depth0], dtype)
+    c0 = jnp.asarray(cond0, dtype)
     is_complex = jnp.iscomplexobj(jax.eval_shape(wf.log_psi, params, x0, c0))
     _, _, aux0 = jax.eval_shape(wf.apply, params, x0, c0)
     usage_shape = tuple(aux0["expert_counts"].shape) if isinstance(aux0, dict) and "expert_counts" in aux0 else (1, 1)
@@ -971,16 +1004,16 @@ def _restore(template: TrainState, raw_state) -> TrainState:
     return serialization.from_state_dict(template, raw_state)
 
 
-def _reweight(state: TrainState, depths, cfg: TrainConfig, mesh, dtype, log, t: int) -> TrainState:
-    """Re-split the walkers across depths ∝ σ_d (Neyman allocation) from the variance EMA."""
-    n_depths = len(depths)
+def _reweight(state: TrainState, grid: ConditionGrid, cfg: TrainConfig, mesh, dtype, log, t: int) -> TrainState:
+    """Re-split the walkers across the grid's points ∝ σ_d (Neyman allocation) from the variance EMA."""
+    n_depths = grid.n_points
     var = np.asarray(jax.device_get(state.var_ema), float)
     target = _split_counts(np.sqrt(np.maximum(var, 0.0)), cfg.batch_size, max(1, cfg.batch_size // (4 * n_depths)))
     group = np.asarray(jax.device_get(state.mcmc.group))
     if np.array_equal(np.bincount(group, minlength=n_depths), target):
         return state
     new_group = _reassign(group, target)
-    cond = jnp.asarray(np.asarray(depths)[new_group][:, None], dtype)
+    cond = grid.conditions(new_group, dtype)
     bat = parallel.batch_sharding(mesh)
     mcmc = state.mcmc._replace(group=jax.device_put(jnp.asarray(new_group, jnp.int32), bat),
                                cond=jax.device_put(cond, bat))

@@ -10,6 +10,9 @@ separate parameters for parallel and antiparallel pairs; its last layer is zero-
 
 cusp(d) = a α d / (α + d) has slope a at d = 0: the 2D Coulomb cusp of H = −½∇² + λ/r is
 a = λ for antiparallel and a = λ/3 for parallel spins; α > 0 is learnable (per spin pairing).
+λ is the system's `coupling`, or, when "coupling" is among `condition_names`, the condition
+vector's (qernel.conditions): the cusp then follows the condition (and the cusp terms exist even
+where the system's λ is 0).
 Pairs are gathered with static index arrays (no loop over electrons, no i = j terms).
 """
 
@@ -20,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qernel.conditions import COUPLING, DEPTH_ONLY, parameter
 from qernel.lattice import Supercell
 from qernel.model.features import half_space, pair_features, periodic_distance_squared, shells
 
@@ -44,7 +48,13 @@ class _PairMLP(nn.Module):
 
 
 class Jastrow(nn.Module):
-    """x (N, 2) in a_M → J (real scalar)."""
+    """(x (N, 2) in a_M, cond (n_cond,) or None) → J (real scalar).
+
+    coupling: the system's λ (used when "coupling" is not among `condition_names`); cond: the
+    condition vector named by `condition_names` (needed only when it carries the coupling).
+    Raises ValueError (when called) if the coupling is conditioned and cond is missing or not
+    of length len(condition_names).
+    """
 
     supercell: Supercell
     n_up: int
@@ -53,13 +63,21 @@ class Jastrow(nn.Module):
     hidden: int = 16
     shells: int = 2
     cusp: bool = True
+    condition_names: tuple[str, ...] = DEPTH_ONLY
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, cond=None):
         gvectors = half_space(shells(self.supercell.reciprocal, self.shells))
         parallel, anti = pair_indices(self.n_up, self.n_down)
         total = jnp.zeros((), x.dtype)
-        groups = (("parallel", parallel, self.coupling / 3.0), ("antiparallel", anti, self.coupling))
+        if COUPLING in self.condition_names:
+            if cond is None:
+                raise ValueError("the Jastrow of a model conditioned on the coupling needs the condition vector")
+            lam = parameter(cond, self.condition_names, COUPLING).astype(x.dtype)
+            conditioned = True
+        else:
+            lam, conditioned = self.coupling, False
+        groups = (("parallel", parallel, lam / 3.0), ("antiparallel", anti, lam))
         for name, (ii, jj), slope in groups:
             if len(ii) == 0:
                 continue
@@ -67,7 +85,7 @@ class Jastrow(nn.Module):
             d2 = periodic_distance_squared(r, self.supercell)
             f = jnp.concatenate([pair_features(r, gvectors), d2[:, None] / self.supercell.area], axis=-1)
             total = total + jnp.sum(_PairMLP(self.hidden, name=f"u_{name}")(f))
-            if self.cusp and slope != 0.0:
+            if self.cusp and (conditioned or slope != 0.0):
                 raw = self.param(f"cusp_range_{name}", nn.initializers.constant(np.log(np.expm1(0.5))), ())
                 alpha = jax.nn.softplus(raw)
                 d = jnp.sqrt(d2)

@@ -1,6 +1,8 @@
 """The QERNEL wavefunction: features → FiLM-conditioned transformer → orbitals × Jastrow.
 
     wf = make_wavefunction(system, ModelConfig.from_spec("tiny"), cond_range=((0.0, 10.0),))
+    # conditioned on V and λ (qernel.conditions): cond = (V, λ), one range per component
+    wf2 = make_wavefunction(system, "tiny", ((0.0, 10.0), (5.0, 15.0)), condition_names=("depth", "coupling"))
     params = wf.init(jax.random.PRNGKey(0))
     log_psi = wf.log_psi(params, x, cond)          # x (N, 2) in a_M, cond (n_cond,), cond[0] = V in E_M
     phase, logabs, aux = wf.apply(params, x, cond) # aux: {"moe_loss": (), "expert_counts": (n_layers, n_experts)}
@@ -23,6 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from qernel.bands import noninteracting_ground_state
+from qernel.conditions import DEPTH_ONLY, check_names
 from qernel.linalg import slogdet
 from qernel.model.config import ModelConfig
 from qernel.model.features import feature_vectors, one_electron_features
@@ -34,13 +37,17 @@ from qernel.system import System
 
 
 class QernelNetwork(nn.Module):
-    """(x (N, 2), cond (n_cond,)) → (orbital matrices [up, down], Jastrow J, transformer aux)."""
+    """(x (N, 2), cond (n_cond,)) → (orbital matrices [up, down], Jastrow J, transformer aux).
+
+    condition_names: what each component of cond is (qernel.conditions; cond[0] = V).
+    """
 
     system: System
     cfg: ModelConfig
     cond_range: tuple[tuple[float, float], ...]
     reference: OrbitalReference
     gvectors: np.ndarray
+    condition_names: tuple[str, ...] = DEPTH_ONLY
 
     @nn.compact
     def __call__(self, x, cond):
@@ -56,7 +63,7 @@ class QernelNetwork(nn.Module):
         mats = Orbitals(self.reference, cfg.n_determinants, cfg.complex_output, cfg.orbital_prior,
                         cfg.orbital_init_scale, name="orbitals")(h, x, cond)
         jastrow = Jastrow(system.supercell, system.n_up, system.n_down, system.coupling, cfg.jastrow_hidden,
-                          cfg.jastrow_shells, cfg.jastrow_cusp, name="jastrow")(x)
+                          cfg.jastrow_shells, cfg.jastrow_cusp, self.condition_names, name="jastrow")(x, cond)
         return mats, jastrow, aux
 
 
@@ -87,16 +94,18 @@ def log_sum_det(mats, complex_output: bool):
 class Wavefunction:
     """A conditioned neural wavefunction for one `System` (see the module docstring).
 
-    Attributes: system, config (ModelConfig), cond_range, reference (the non-interacting
-    ground state at the reference depth: envelopes and orbital prior), gvectors (feature
-    wave vectors), module (the Flax network), is_complex.
+    Attributes: system, config (ModelConfig), cond_range ((lo, hi) per condition component),
+    condition_names (what each component is, qernel.conditions; ("depth",) by default),
+    reference (the non-interacting ground state at the reference depth: envelopes and orbital
+    prior), gvectors (feature wave vectors), module (the Flax network), is_complex.
     """
 
     def __init__(self, system: System, config: ModelConfig, cond_range, reference: OrbitalReference,
-                 gvectors: np.ndarray):
+                 gvectors: np.ndarray, condition_names: tuple[str, ...] = DEPTH_ONLY):
         self.system, self.config, self.cond_range = system, config, cond_range
+        self.condition_names = tuple(condition_names)
         self.reference, self.gvectors = reference, gvectors
-        self.module = QernelNetwork(system, config, cond_range, reference, gvectors)
+        self.module = QernelNetwork(system, config, cond_range, reference, gvectors, self.condition_names)
         self._compiled_init: dict = {}
 
     @property
@@ -164,7 +173,8 @@ class Wavefunction:
             f"  trunk: d_model={cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads / {cfg.n_kv_heads} kv heads, "
             f"{cfg.n_experts} experts (top-{cfg.top_k}, d_ff={cfg.d_ff}, routed on the {cfg.router_input}, "
             f"margin {cfg.router_margin:g})",
-            f"  features: {len(self.gvectors)} wave vectors (±G pairs); condition range {self.cond_range}",
+            f"  features: {len(self.gvectors)} wave vectors (±G pairs); condition {self.condition_names} "
+            f"range {self.cond_range}",
             f"  orbitals: {cfg.n_determinants} determinants, envelopes at {len(k_up)} distinct k (up), "
             f"prior {'off' if not cfg.orbital_prior else (f'at V={self.reference.depth:g}' if self.reference.anchors is None else f'at V={[round(float(v), 4) for v in self.reference.anchors.depths]}')} "
             f"({'closed' if self.reference.ground_state.closed_shell else 'open'} shell)",
@@ -176,11 +186,15 @@ class Wavefunction:
 
 
 def make_wavefunction(system: System, cfg: "ModelConfig | str | dict",
-                      cond_range: Sequence[tuple[float, float]] = ((0.0, 1.0),)) -> Wavefunction:
+                      cond_range: Sequence[tuple[float, float]] = ((0.0, 1.0),),
+                      condition_names: Sequence[str] | None = None) -> Wavefunction:
     """Build the wavefunction of `system` for conditions in `cond_range` ((lo, hi) per cond entry; [0] is V in E_M).
 
-    Raises ValueError for an empty cond_range, an entry that is not finite with lo <= hi, or a bad
-    `cfg` (see ModelConfig.from_spec).
+    condition_names: what each cond entry is (qernel.conditions: ("depth",), or ("depth",
+    "coupling") with λ in the second entry, which the Jastrow's cusp then reads instead of
+    system.coupling); None: ("depth",). One cond_range entry per name (the FiLM normalisation).
+    Raises ValueError for an empty cond_range, an entry that is not finite with lo <= hi, invalid
+    condition names or a cond_range of another length, or a bad `cfg` (see ModelConfig.from_spec).
     """
     cfg = ModelConfig.from_spec(cfg)
     cond_range = tuple((float(lo), float(hi)) for lo, hi in cond_range)
@@ -189,6 +203,10 @@ def make_wavefunction(system: System, cfg: "ModelConfig | str | dict",
     for lo, hi in cond_range:
         if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
             raise ValueError(f"cond_range entries must be finite with lo <= hi, got {(lo, hi)}")
+    names = check_names(DEPTH_ONLY if condition_names is None else condition_names)
+    if len(names) != len(cond_range):
+        raise ValueError(f"cond_range has {len(cond_range)} (lo, hi) pairs but the condition names {names} need "
+                         f"{len(names)}")
     depth = cfg.reference_depth if cfg.reference_depth is not None else 0.5 * sum(cond_range[0])
     gs = noninteracting_ground_state(system, depth=max(depth, 0.0))
     anchors = None
@@ -197,4 +215,4 @@ def make_wavefunction(system: System, cfg: "ModelConfig | str | dict",
         anchors = np.linspace(max(lo, 0.0), hi, cfg.prior_anchors)
     reference = reference_orbitals(system, gs, depth, cfg.complex_output, anchors)
     gvectors = feature_vectors(system.supercell, cfg.supercell_shells, cfg.moire_shells, cfg.k_point_features)
-    return Wavefunction(system, cfg, cond_range, reference, gvectors)
+    return Wavefunction(system, cfg, cond_range, reference, gvectors, names)

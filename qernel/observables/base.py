@@ -13,7 +13,10 @@ An observable owns its whole life (jaqmc's evaluate → reduce → finalize):
    stacks its gridded variables along V (`PhaseDiagramLayout`);
 5. constructors `from_config(system, cfg)` (the evaluation: an `EvalConfig`-like object) and
    `from_evaluation(ev)` (the same grid read back from evaluation.nc); both return None when
-   the observable is not measured (e.g. no k-vectors).
+   the observable is not measured (e.g. no k-vectors). An observable whose estimator reads the
+   Hamiltonian's parameters (the energy) has a `condition_names` field, which
+   `registry.default_observables` sets to the names of the walkers' condition vector
+   (`qernel.conditions`).
 
 The observables of an evaluation are registered in `qernel.observables.registry`.
 """

@@ -149,13 +149,16 @@ class EnergyComponents(ObservableBase):
 
     n_electrons: N; system: the `qernel.system.System` whose Hamiltonian gives the local
     energy (None when read back from evaluation.nc: no estimator then); laplacian: "folx" or
-    "jvp"; max_vmap_batch_size: local energies of at most this many walkers at once (0 = all).
+    "jvp"; max_vmap_batch_size: local energies of at most this many walkers at once (0 = all);
+    condition_names: what each entry of the walkers' cond is (`qernel.conditions`): the
+    Hamiltonian reads V and, where named, λ from it (`qernel.hamiltonian.make_local_energy`).
     """
 
     n_electrons: int
     system: object | None = None
     laplacian: str = "folx"
     max_vmap_batch_size: int = 0
+    condition_names: tuple[str, ...] = ("depth",)
     name: ClassVar[str] = "energy"
 
     @classmethod
@@ -171,14 +174,15 @@ class EnergyComponents(ObservableBase):
     def estimator(self, log_psi):
         """(params, x (W, N, 2), cond (W, n_cond)) -> {energy (4,) per electron [total, kinetic,
         potential, interaction], local_energy_variance (), n_nonfinite ()}; raises ValueError
-        without a system."""
+        without a system or for invalid condition_names."""
         from qernel import parallel
         from qernel.hamiltonian import make_local_energy
 
         if self.system is None:
             raise ValueError("the energy estimator needs the system (build it with from_config)")
         n_el = self.n_electrons
-        local_energy = parallel.map_walkers(make_local_energy(self.system, log_psi, self.laplacian),
+        local_energy = parallel.map_walkers(make_local_energy(self.system, log_psi, self.laplacian,
+                                                              condition_names=self.condition_names),
                                             self.max_vmap_batch_size)
 
         def estimate(params, x, cond):

@@ -6,6 +6,7 @@ and add the class to `OBSERVABLE_TYPES` below.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import xarray as xr
@@ -21,13 +22,25 @@ from qernel.observables.supercell_density import SupercellDensity
 OBSERVABLE_TYPES = (EnergyComponents, FoldedDensity, SupercellDensity, StructureFactor, PairCorrelation)
 
 
-def default_observables(system, cfg) -> tuple:
+def default_observables(system, cfg, condition_names: tuple[str, ...] = ("depth",)) -> tuple:
     """The observables that an evaluation config asks for on `system`, as a tuple (hashable).
 
     cfg: a `qernel.evaluate.EvalConfig` (density_bins, supercell_density_bins,
     structure_factor_shells, pair_correlation_bins, laplacian, max_vmap_batch_size).
+    condition_names: what each entry of the walkers' condition vector is (`qernel.conditions`);
+    an observable with a `condition_names` field (the energy: the Hamiltonian reads λ from the
+    condition where it is named) gets them.
     """
-    return tuple(o for cls in OBSERVABLE_TYPES if (o := cls.from_config(system, cfg)) is not None)
+    names = tuple(condition_names)
+    out = []
+    for cls in OBSERVABLE_TYPES:
+        o = cls.from_config(system, cfg)
+        if o is None:
+            continue
+        if dataclasses.is_dataclass(o) and "condition_names" in {f.name for f in dataclasses.fields(o)}:
+            o = dataclasses.replace(o, condition_names=names)
+        out.append(o)
+    return tuple(out)
 
 
 def from_evaluation(ev: xr.Dataset) -> tuple:
