@@ -11,8 +11,8 @@ NAME -->` of docs/validation.md; a part not run and without results says so):
   workflow (`snakemake`), its evaluated energies against the band solver
   (`qernel.bands.noninteracting_ground_state`, the filled lowest levels, exact at λ = 0).
 - two_electrons: the sweep `check_two_electrons` through the workflow, against
-  `qernel.exact_diagonalization` (cutoffs 6, 8, 10, 12 and the extrapolation E(s) = E_∞ + a s^−p;
-  the spread of fits to cutoffs 6–10, 6–12 and 8–12 is its ±).
+  `qernel.exact_diagonalization` (cutoffs 5, 6, 7, 8 and the extrapolation E(s) = E_∞ + a s^−p;
+  the spread of fits to cutoffs 5–7, 5–8 and 6–8 is its ±; about a minute per depth on 2 cores).
 
 The tolerance printed beside each table is the one the CI test of the same limit asserts
 (tests/engine/test_exact_references.py).
@@ -117,8 +117,8 @@ def two_electron_section(run: bool, cores: int) -> str:
         return NOT_RUN.format(part="two_electrons")
     sweep = _sweep(name)
     system = _system(sweep)
-    shells = (6.0, 8.0, 10.0, 12.0)
-    rows = ["| V (E_M) | VMC (pipeline) | exact, 12 shells | exact, extrapolated | VMC − exact (extrap.) | Var E_L (E_M²) |",
+    shells = (5.0, 6.0, 7.0, 8.0)
+    rows = ["| V (E_M) | VMC (pipeline) | exact, 8 shells | exact, extrapolated | VMC − exact (extrap.) | Var E_L (E_M²) |",
             "|---|---|---|---|---|---|"]
     for v, e, s, var in zip(pd["V"], pd["energy"], pd["energy_stderr"], pd["variance"]):
         energies = np.array([two_electron_energy(system.supercell, float(v), system.coupling, system.phase, sh)
@@ -134,7 +134,7 @@ def two_electron_section(run: bool, cores: int) -> str:
             f"training `{json.dumps(sweep.get('pretrain'))}`, evaluation `{json.dumps(sweep.get('evaluate'))}`. "
             f"Energies per electron, E_M (results/{name}/phase_diagram.nc, written {pd['mtime']:%Y-%m-%d %H:%M} UTC, "
             f"git {pd['git_commit'][:12]}); exact: `qernel.exact_diagonalization` at cutoffs {list(shells)}, "
-            "extrapolated with E(s) = E_∞ + a s^−p (± half the spread of fits to cutoffs 6–10, 6–12, 8–12):")
+            "extrapolated with E(s) = E_∞ + a s^−p (± half the spread of fits to cutoffs 5–7, 5–8, 6–8):")
     return "\n".join([head, "", *rows])
 
 
