@@ -49,16 +49,25 @@ def plane_wave_basis(shells: float = DEFAULT_SHELLS) -> np.ndarray:
     return lattice_points(MOIRE_RECIPROCAL, shells * bnorm)
 
 
-def hamiltonian_matrix(k: np.ndarray, gvectors: np.ndarray, depth: float, phase: float) -> np.ndarray:
-    """h_{GG'} at crystal momentum k (2,) in the basis `gvectors` (P, 2); (P, P) complex Hermitian."""
+def _potential_matrix(gvectors: np.ndarray, depth: float, phase: float) -> np.ndarray:
+    """Δ_{G−G'} in the basis `gvectors` (P, 2): the k-independent part of h; (P, P) complex."""
     diff = gvectors[:, None, :] - gvectors[None, :, :]
     h = np.zeros((len(gvectors), len(gvectors)), dtype=complex)
     qs, coeffs = moire_fourier_components(depth, phase)
     bnorm = np.linalg.norm(MOIRE_RECIPROCAL[0])
     for q, c in zip(qs, coeffs):
         h += c * np.all(np.abs(diff - q) < 1e-8 * bnorm, axis=-1)
+    return h
+
+
+def _add_kinetic(h: np.ndarray, k: np.ndarray, gvectors: np.ndarray) -> np.ndarray:
     h += np.diag(0.5 * np.sum((k + gvectors) ** 2, axis=-1))
     return h
+
+
+def hamiltonian_matrix(k: np.ndarray, gvectors: np.ndarray, depth: float, phase: float) -> np.ndarray:
+    """h_{GG'} at crystal momentum k (2,) in the basis `gvectors` (P, 2); (P, P) complex Hermitian."""
+    return _add_kinetic(_potential_matrix(gvectors, depth, phase), k, gvectors)
 
 
 def solve_bands(kpoints, depth: float, phase: float, area: float = 1.0, shells: float = DEFAULT_SHELLS,
@@ -73,8 +82,9 @@ def solve_bands(kpoints, depth: float, phase: float, area: float = 1.0, shells: 
     gvectors = plane_wave_basis(shells)
     n_bands = len(gvectors) if n_bands is None else min(n_bands, len(gvectors))
     energies, coefficients = [], []
+    potential = _potential_matrix(gvectors, depth, phase)  # the same at every k: built once
     for k in kpoints:
-        e, c = np.linalg.eigh(hamiltonian_matrix(k, gvectors, depth, phase))
+        e, c = np.linalg.eigh(_add_kinetic(potential.copy(), k, gvectors))  # = hamiltonian_matrix(k, ...)
         energies.append(e[:n_bands])
         coefficients.append(c[:, :n_bands])
     return BandStructure(kpoints, gvectors, np.array(energies), np.array(coefficients), float(area))

@@ -66,3 +66,12 @@ def test_conditioning_helpers():
     mean, err = bench.final_energy(np.r_[np.zeros(100), -1.0 + 0.1 * np.random.default_rng(0).normal(size=300)])
     assert mean == pytest.approx(-1.0, abs=0.03) and 0.0 < err < 0.03  # the last quarter only
     assert bench.build_parser().parse_args(["--out", "x"]).depths == 8
+
+
+@pytest.mark.parametrize("source", ["benchmarks/README.md"])
+def test_documented_workflow_command_lines_parse(source):
+    parser = _load("bench_workflow").build_parser()
+    calls = _script_args((ROOT / source).read_text(), "bench_workflow.py")
+    assert calls, f"{source} names no bench_workflow.py call"
+    for args in calls:
+        parser.parse_args(args)
