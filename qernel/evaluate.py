@@ -475,7 +475,7 @@ class SamplingInterrupted(RuntimeError):
 
 
 def _dataset(system, depth, cfg, dtype, observables, series: dict, specs: dict, n_devices: int,
-             kind: str, point=None, names=DEPTH_ONLY) -> xr.Dataset:
+             kind: str, point, names) -> xr.Dataset:
     n_steps = cfg.n_steps
     sc = system.supercell
     coords = {"step": ("step", np.arange(1, n_steps + 1))}
@@ -500,8 +500,7 @@ def _dataset(system, depth, cfg, dtype, observables, series: dict, specs: dict, 
         "depth_meV": float(depth) * (float("nan") if e_m is None else float(e_m)),
         "n_electrons": int(system.n_electrons), "n_up": int(system.n_up), "n_down": int(system.n_down),
         "filling": float(system.filling),
-        "coupling": float(parameter(np.atleast_1d(depth if point is None else point), names, COUPLING,
-                                    system.coupling)),
+        "coupling": float(parameter(point, names, COUPLING, system.coupling)),
         "phase_deg": float(system.phase_deg),
         "supercell": json.dumps([list(r) for r in sc.matrix]),
         "n_walkers": int(cfg.batch_size), "n_steps": int(n_steps), "n_samples": int(cfg.batch_size * n_steps),

@@ -808,7 +808,7 @@ def _run(system, wf, grid: ConditionGrid, cfg, out_dir, seed, attrs, progress, c
         stored_depths = np.asarray(meta["depths"], float)
         if stored_depths.shape != depths.shape or not np.allclose(stored_depths, depths):
             raise ValueError(f"{resume}: checkpoint depths {stored_depths.tolist()} differ from {depths.tolist()}")
-        stored_grid = np.asarray(meta.get("conditions", depths[:, None]), float)
+        stored_grid = np.asarray(meta.get("conditions", stored_depths[:, None]), float)  # n_cond = 1: not stored
         if stored_grid.shape != grid.values.shape or not np.allclose(stored_grid, grid.values):
             raise ValueError(f"{resume}: checkpoint condition grid {stored_grid.tolist()} differs from "
                              f"{grid.values.tolist()}")

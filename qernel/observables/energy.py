@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from qernel.conditions import DEPTH_ONLY
 from qernel.observables.base import ObservableBase, SeriesSpec, step_series
 from qernel.stats import Reblocker, reblock
 
@@ -158,7 +159,7 @@ class EnergyComponents(ObservableBase):
     system: object | None = None
     laplacian: str = "folx"
     max_vmap_batch_size: int = 0
-    condition_names: tuple[str, ...] = ("depth",)
+    condition_names: tuple[str, ...] = DEPTH_ONLY
     name: ClassVar[str] = "energy"
 
     @classmethod

@@ -11,6 +11,7 @@ import json
 
 import xarray as xr
 
+from qernel.conditions import DEPTH_ONLY
 from qernel.lattice import Supercell
 from qernel.observables.density import FoldedDensity
 from qernel.observables.energy import EnergyComponents
@@ -22,7 +23,7 @@ from qernel.observables.supercell_density import SupercellDensity
 OBSERVABLE_TYPES = (EnergyComponents, FoldedDensity, SupercellDensity, StructureFactor, PairCorrelation)
 
 
-def default_observables(system, cfg, condition_names: tuple[str, ...] = ("depth",)) -> tuple:
+def default_observables(system, cfg, condition_names: tuple[str, ...] = DEPTH_ONLY) -> tuple:
     """The observables that an evaluation config asks for on `system`, as a tuple (hashable).
 
     cfg: a `qernel.evaluate.EvalConfig` (density_bins, supercell_density_bins,
