@@ -42,10 +42,10 @@ if os.environ.get(_CACHE_DIR) and os.environ.get("QERNEL_TEST_JAX_CACHE", "1") !
                       int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
 
 
-# -- spreading the work over xdist's workers (`make test`: -n 2 --dist loadgroup) -------------
+# -- spreading the work over xdist's workers (`make test`: -n TEST_WORKERS --dist loadgroup) ----
 #: Seconds the long tests take on the 2-core CI machine (call + setup, from --durations=0 of full
 #: runs, with the compilation cache; a parametrised test's entry covers each parameter). Only the order of the work
-#: depends on it: the longest first, so that the two workers end together instead of one of them
+#: depends on it: the longest first, so that the workers end together instead of one of them
 #: starting the SLURM test last. A test missing here counts as short and keeps its place.
 EXPECTED_SECONDS = {
     "tests/slurm/test_slurm_workflow.py::test_workflow_through_slurm": 250,
