@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
 from qernel.lattice import MOIRE_RECIPROCAL, lattice_points
-from qernel.linalg import slogdet
 from qernel.moire import moire_fourier_components
 from qernel.system import System
 
@@ -131,9 +129,13 @@ def noninteracting_ground_state(system: System, depth: float, shells: float = DE
 def orbital_values(bands: BandStructure, occupied, r):
     """φ_j(r) for the occupied (k, band) pairs at positions r (..., 2); (..., n_occ) complex.
 
-    Works on numpy or jax arrays (jit-able: the coefficient tables are constants).
+    Works on numpy or jax arrays (jit-able: the coefficient tables are constants; JAX is imported
+    only for the latter).
     """
-    xp = np if isinstance(r, np.ndarray) else jnp
+    if isinstance(r, np.ndarray):
+        xp = np
+    else:
+        import jax.numpy as xp
     if len(occupied) == 0:
         return xp.zeros(r.shape[:-1] + (0,), dtype=complex)
     ik = np.array([o[0] for o in occupied])
@@ -151,6 +153,9 @@ def slater_log_psi(ground_state: GroundState, n_up: int):
     Returns a function of (params, x, cond) to match `qernel.hamiltonian.LogPsi`
     (params and cond are ignored).
     """
+    import jax.numpy as jnp
+
+    from qernel.linalg import slogdet
 
     def log_psi(params, x, cond):
         out = jnp.zeros((), dtype=jnp.complex128 if x.dtype == jnp.float64 else jnp.complex64)

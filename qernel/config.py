@@ -759,6 +759,21 @@ def sweep_snapshot(name: str, spec: Mapping, stage: str | None = None,
     return build_sweep(name, spec, default_resources).snapshot(stage)
 
 
+def hartree_fock_snapshot(name: str, spec: Mapping) -> str:
+    """The config file (YAML text) that the workflow's hartree_fock rule reads: the sweep's
+    system and depths (canonical, as in qernel.config's snapshots) and its hartree_fock options."""
+    canonical = canonical_sweep(spec)
+    # E_M in meV only labels outputs (a compute key, KEY_CLASSES): HF does not rerun for it
+    system = {k: v for k, v in canonical["system"].items() if k != "energy_unit_meV"}
+    part = {"system": system, "depths": canonical["depths"]}
+    hf = dict(spec.get("hartree_fock") or {})
+    if hf:
+        part["hartree_fock"] = hf
+    body = yaml.safe_dump({"sweeps": {name: part}}, sort_keys=True, default_flow_style=None, width=100)
+    return (f"# the parts of sweep {name!r} that stage 'hartree_fock' depends on, as validated by the workflow.\n"
+            f"# sha256 {hashlib.sha256(canonical_json(part).encode('utf-8')).hexdigest()}\n" + body)
+
+
 # -- resolution -----------------------------------------------------------------------------
 def _nearest_multiple(value: int, unit: int) -> int:
     """The multiple of `unit` nearest to `value` (at least `unit`; ties go up)."""
@@ -852,7 +867,7 @@ class Sweep:
         return {key: out[key] for key in self.parts}, tuple(notes)
 
     def _resolve_pretrain(self, notes: list) -> dict:
-        from qernel.train import TrainConfig
+        from qernel.train_config import TrainConfig
 
         spec = dict(self.pretrain_spec)
         devices = max(1, int(self.resources["pretrain"].get("gpu", 0)))
@@ -875,9 +890,9 @@ class Sweep:
         return self._component("pretrain", lambda: TrainConfig.from_dict(spec).to_dict())
 
     def _resolve_evaluate(self, notes: list) -> dict:
-        from qernel.evaluate import EvalConfig
+        from qernel.eval_config import EvalConfig
         from qernel.observables import default_observables
-        from qernel.train import check_finetune_options
+        from qernel.train_config import check_finetune_options
 
         spec = dict(self.evaluate_spec)
         devices = max(1, int(self.resources["evaluate"].get("gpu", 0)))
@@ -965,13 +980,13 @@ class Sweep:
 
     @functools.cached_property
     def pretrain(self):
-        from qernel.train import TrainConfig
+        from qernel.train_config import TrainConfig
 
         return TrainConfig.from_dict(self.resolved["pretrain"])
 
     @functools.cached_property
     def evaluate(self):
-        from qernel.evaluate import EvalConfig
+        from qernel.eval_config import EvalConfig
 
         return EvalConfig.from_dict(self.resolved["evaluate"])
 

@@ -25,12 +25,13 @@ import folx
 import jax
 import jax.numpy as jnp
 
+from qernel import numerics
 from qernel.conditions import COUPLING, DEPTH, DEPTH_ONLY, check_names, parameter
 from qernel.ewald import Ewald
 from qernel.moire import moire_potential
 from qernel.system import System
 
-LAPLACIAN_METHODS = ("folx", "jvp")
+LAPLACIAN_METHODS = numerics.LAPLACIAN_METHODS
 #: folx's sparsity threshold (fraction of the input dimensions) where sparsity is used.
 FOLX_SPARSITY_THRESHOLD = 0.6
 #: Sparsity propagation from this many electrons on (below: dense, faster to compile).

@@ -3,7 +3,7 @@
     est = step_estimate(n_electrons=24, n_params=..., walkers=..., model=ModelConfig, chunk=64)
     est.peak_bytes, est.flops                       # per device
     sweep_estimate(sweep)                           # the same for a config sweep (qernel info)
-    check_sweep(sweep)                              # ValueError naming the keys if it cannot fit
+    check_sweep(sweep, cache_dir=".snakemake/qernel")   # ValueError naming the keys if it cannot fit
     measured = compiled_step_analysis(system, model, train_cfg, n_depths)   # XLA's own numbers
 
 The model (`step_estimate`) adds up the buffers that are alive at the step's peak, per device
@@ -35,7 +35,10 @@ passes) and the eigendecomposition (≈ 9 M³).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 #: Bytes of a float32 number (float64: 8).
@@ -139,12 +142,60 @@ def _n_params(system, model, cond_range, condition_names=None) -> int:
     return int(sum(math.prod(a.shape) for a in jax.tree.leaves(shapes)))
 
 
-def sweep_estimate(sweep) -> StepEstimate:
+#: The file of `parameter_count`'s cache in its cache_dir.
+PARAMETER_COUNT_CACHE = "parameter_counts.json"
+
+
+def _source_digest() -> str:
+    """sha256 of every Python source file of the package (a changed model changes it)."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def parameter_count(system, model, cond_range, condition_names=None, cache_dir=None) -> int:
+    """Number of parameters of the model `make_wavefunction(system, model, cond_range,
+    condition_names)` would build, from the model built abstractly (JAX and Flax: ~2 s of CPU,
+    most of a workflow start).
+
+    cache_dir: a folder where counts are remembered (PARAMETER_COUNT_CACHE, JSON) under a key of
+    the arguments, valid for the package's source files they were counted with (any edited
+    source file of the package empties the cache). None: always count.
+    """
+    if cache_dir is None:
+        return _n_params(system, model, cond_range, condition_names)
+    path = Path(cache_dir) / PARAMETER_COUNT_CACHE
+    source = _source_digest()
+    key = hashlib.sha256(repr((system, model, tuple(map(tuple, cond_range)),
+                               None if condition_names is None else tuple(condition_names))).encode()).hexdigest()
+    try:
+        cache = json.loads(path.read_text())
+        counts = cache["counts"] if cache.get("source") == source else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        counts = {}
+    if isinstance(counts.get(key), int):
+        return counts[key]
+    n = _n_params(system, model, cond_range, condition_names)
+    from qernel.atomic import atomic_path
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps({"source": source, "counts": {**counts, key: n}}, indent=1, sort_keys=True))
+    except OSError:  # a read-only folder: the count is still right, only not remembered
+        pass
+    return n
+
+
+def sweep_estimate(sweep, cache_dir=None) -> StepEstimate:
     """step_estimate for a config sweep (qernel.config.Sweep): its system, model, pretrain options
-    and resources.pretrain.gpu devices."""
+    and resources.pretrain.gpu devices. cache_dir: see `parameter_count`."""
     cfg = sweep.pretrain
     devices = max(1, int(sweep.resources["pretrain"].get("gpu", 0) or 1))
-    n_params = _n_params(sweep.system, sweep.model, sweep.cond_range, sweep.conditions.names)
+    n_params = parameter_count(sweep.system, sweep.model, sweep.cond_range, sweep.conditions.names, cache_dir)
     return step_estimate(sweep.system.n_electrons, n_params, cfg.batch_size, sweep.model, cfg.max_vmap_batch_size,
                          devices, cfg.mcmc_steps, bool(sweep.model.complex_output), cfg.dtype)
 
@@ -154,13 +205,15 @@ def gpu_memory_gb(sweep) -> float:
     return float(sweep.resources["pretrain"].get("gpu_memory_gb", DEFAULT_GPU_MEMORY_GB))
 
 
-def check_sweep(sweep) -> StepEstimate:
+def check_sweep(sweep, cache_dir=None) -> StepEstimate:
     """Raise ValueError (one line naming the keys) if the sweep's training step is estimated to
     need more than GPU_MEMORY_MARGIN × gpu_memory_gb per device; return the estimate otherwise.
 
     Sweeps that ask for no GPU (resources.pretrain.gpu = 0) are not checked against a GPU.
+    cache_dir: where parameter counts are remembered (`parameter_count`; the workflow's
+    .snakemake/qernel, so that a snakemake start after the first does not build the model).
     """
-    est = sweep_estimate(sweep)
+    est = sweep_estimate(sweep, cache_dir)
     gpus = int(sweep.resources["pretrain"].get("gpu", 0) or 0)
     limit = GPU_MEMORY_MARGIN * gpu_memory_gb(sweep)
     if gpus > 0 and est.peak_gb > limit:

@@ -5,7 +5,6 @@ Positions in a_M, V in E_M (V >= 0 is the depth), φ in radians.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from qernel.lattice import first_shell_vectors
@@ -17,9 +16,12 @@ G_SHELL = first_shell_vectors()
 def moire_potential(r, depth, phase):
     """Δ(r) in E_M for positions r (..., 2); `depth` broadcasts against r[..., 0].
 
-    Works on numpy and jax arrays.
+    Works on numpy and jax arrays (JAX is imported only for the latter).
     """
-    xp = np if isinstance(r, np.ndarray) else jnp
+    if isinstance(r, np.ndarray):
+        xp = np
+    else:
+        import jax.numpy as xp
     g = xp.asarray(G_SHELL, dtype=r.dtype)
     arg = r @ g.T + phase  # (..., 3)
     return -2.0 * depth * xp.sum(xp.cos(arg), axis=-1)

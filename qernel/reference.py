@@ -55,6 +55,8 @@ from typing import Mapping
 import numpy as np
 import xarray as xr
 
+# the snapshot of this stage lives with the other stage snapshots (no JAX: the workflow builds it)
+from qernel.config import hartree_fock_snapshot  # noqa: F401
 from qernel.hartree_fock import Basis, cell_density, determinant_observables, hartree_fock
 from qernel.observables import DEFAULT_CELL_BINS, bin_centres, default_kvectors, ordering_vector_mask
 
@@ -206,24 +208,3 @@ def hartree_fock_sweep(system, depths, labels=None, options: HFOptions | None = 
                      "hf_best_start": "; ".join(won), "depth_labels": ",".join(labels)})
     ds.attrs.update({f"hf_{k}": (int(v) if isinstance(v, bool) else v) for k, v in dataclasses.asdict(options).items()})
     return ds
-
-
-def hartree_fock_snapshot(name: str, spec: Mapping) -> str:
-    """The config file (YAML text) that the workflow's hartree_fock rule reads: the sweep's
-    system and depths (canonical, as in qernel.config's snapshots) and its hartree_fock options."""
-    import hashlib
-
-    import yaml
-
-    from qernel.config import canonical_json, canonical_sweep
-
-    canonical = canonical_sweep(spec)
-    # E_M in meV only labels outputs (a compute key, qernel.config.KEY_CLASSES): HF does not rerun for it
-    system = {k: v for k, v in canonical["system"].items() if k != "energy_unit_meV"}
-    part = {"system": system, "depths": canonical["depths"]}
-    hf = dict(spec.get("hartree_fock") or {})
-    if hf:
-        part["hartree_fock"] = hf
-    body = yaml.safe_dump({"sweeps": {name: part}}, sort_keys=True, default_flow_style=None, width=100)
-    return (f"# the parts of sweep {name!r} that stage 'hartree_fock' depends on, as validated by the workflow.\n"
-            f"# sha256 {hashlib.sha256(canonical_json(part).encode('utf-8')).hexdigest()}\n" + body)

@@ -25,13 +25,14 @@ from typing import Callable, TypeVar
 import jax
 import jax.numpy as jnp
 
+from qernel import numerics
 from qernel.mcmc import make_mcmc_step
 from qernel.system import System
 
 T = TypeVar("T")
 
-#: The working precisions of the engine.
-DTYPES = ("float32", "float64")
+#: The working precisions of the engine (qernel.numerics).
+DTYPES = numerics.DTYPES
 
 
 class RetriesExhausted(RuntimeError):

@@ -13,6 +13,12 @@ options and backend, so no result changes: only compile time is saved (measured:
 
 QERNEL_TEST_JAX_CACHE=0 turns it off (for comparisons); a JAX_COMPILATION_CACHE_DIR already set
 by the caller is used as it is (and never deleted).
+
+Likewise one QERNEL_CACHE_DIR per session, where every `snakemake` the tests start remembers the
+memory check's parameter counts (qernel.memory.parameter_count; without it each working
+directory keeps its own in .snakemake/qernel): the first start that checks a sweep builds its
+model abstractly (~2 s of JAX and Flax), the others read the count. A QERNEL_CACHE_DIR set by the
+caller is used as it is (and never deleted).
 """
 
 import os
@@ -21,6 +27,12 @@ import tempfile
 
 _CACHE_DIR = "JAX_COMPILATION_CACHE_DIR"
 _OWNER = "QERNEL_TEST_JAX_CACHE_OWNER"  # pid of the process that made the folder (it deletes it)
+_COUNTS_DIR = "QERNEL_CACHE_DIR"
+_COUNTS_OWNER = "QERNEL_TEST_CACHE_OWNER"
+
+if not os.environ.get(_COUNTS_DIR):
+    os.environ[_COUNTS_DIR] = tempfile.mkdtemp(prefix="qernel-test-cache-")
+    os.environ[_COUNTS_OWNER] = str(os.getpid())
 
 if os.environ.get("QERNEL_TEST_JAX_CACHE", "1") != "0":
     if not os.environ.get(_CACHE_DIR):
@@ -42,10 +54,10 @@ if os.environ.get(_CACHE_DIR) and os.environ.get("QERNEL_TEST_JAX_CACHE", "1") !
                       int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
 
 
-# -- spreading the work over xdist's workers (`make test`: -n 2 --dist loadgroup) -------------
+# -- spreading the work over xdist's workers (`make test`: -n TEST_WORKERS --dist loadgroup) ----
 #: Seconds the long tests take on the 2-core CI machine (call + setup, from --durations=0 of full
 #: runs, with the compilation cache; a parametrised test's entry covers each parameter). Only the order of the work
-#: depends on it: the longest first, so that the two workers end together instead of one of them
+#: depends on it: the longest first, so that the workers end together instead of one of them
 #: starting the SLURM test last. A test missing here counts as short and keeps its place.
 EXPECTED_SECONDS = {
     "tests/slurm/test_slurm_workflow.py::test_workflow_through_slurm": 250,
@@ -142,6 +154,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_unconfigure(config):
     if os.environ.get(_OWNER) == str(os.getpid()) and not hasattr(config, "workerinput"):
         shutil.rmtree(os.environ[_CACHE_DIR], ignore_errors=True)
+    if os.environ.get(_COUNTS_OWNER) == str(os.getpid()) and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ[_COUNTS_DIR], ignore_errors=True)
 
 
 @pytest.fixture

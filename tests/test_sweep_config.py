@@ -100,6 +100,23 @@ def test_schema_is_shipped_in_the_package_and_is_the_workflows():
     assert qc.load_schema()["properties"]["sweeps"]
 
 
+
+def test_resolving_the_repository_config_imports_no_jax():
+    """Config resolution (every `snakemake` start, `qernel info`) checks every option of every
+    sweep, the default observables' series sizes and the HF snapshot without JAX or xarray
+    (docs/architecture.md): the option classes live in JAX-free modules."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from qernel import config as qc; "
+            "sweeps = qc.validate_config(qc.read_config(qc.DEFAULT_CONFIG_PATH)); "
+            "[(s.resolved, s.model, s.pretrain, s.evaluate, s.snapshot('evaluate'), qc.hartree_fock_snapshot(n, s.raw)) "
+            "for n, s in sweeps.items()]; "
+            "bad = [m for m in ('jax', 'flax', 'optax', 'xarray', 'scipy') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 0, run.stdout + run.stderr
+
 # -- sweeps ---------------------------------------------------------------------------------
 def test_sweep_resolution():
     s = qc.validate_config(cfg())["t"]

@@ -15,7 +15,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-DTYPES = ("float32", "float64")
+from qernel.numerics import DTYPES
+
 ROUTER_INPUTS = ("condition", "electron")
 
 

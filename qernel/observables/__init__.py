@@ -24,11 +24,16 @@ evaluation.nc series, reduction to observables.nc with reblocked errors):
 
 The `*Accumulator` classes take positions in memory (`update(x)`, `result()`; memory does not
 grow with the chain length); the evaluation uses the observables' jitted estimators instead.
+
+Importing this package imports neither JAX nor xarray (config resolution builds the default
+observables to size their series before any job starts): the modules import them in the
+functions that compute, and `compute` (xarray throughout) is imported on first use.
 """
+
+import importlib
 
 from qernel.observables.base import (MAX_CHUNK_ELEMENTS, BlockSeries, Observable, ObservableBase, PhaseDiagramLayout,
                                      SeriesSpec, step_series)
-from qernel.observables.compute import compute_observables, merge_parts, observables_dataset
 from qernel.observables.density import (DEFAULT_CELL_BINS, DensityAccumulator, DensityResult, FoldedDensity,
                                         cell_coords)
 from qernel.observables.energy import EnergyAccumulator, EnergyComponents, EnergyResult
@@ -40,6 +45,15 @@ from qernel.observables.structure_factor import (DEFAULT_K_SHELLS, K_POINT_NORM,
                                                  StructureFactorAccumulator, StructureFactorResult, default_kvectors,
                                                  ordering_vector_mask, rho_k)
 from qernel.observables.supercell_density import SupercellDensity, default_supercell_bins
+
+_COMPUTE = ("compute_observables", "merge_parts", "observables_dataset")
+
+
+def __getattr__(name: str):
+    if name in _COMPUTE or name == "compute":
+        module = importlib.import_module("qernel.observables.compute")
+        return module if name == "compute" else getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "MAX_CHUNK_ELEMENTS", "BlockSeries", "Observable", "ObservableBase", "PhaseDiagramLayout", "SeriesSpec",

@@ -24,10 +24,12 @@ The observables of an evaluation are registered in `qernel.observables.registry`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: Bound on the elements of the largest intermediate array of one estimator call (walkers ×
 #: electrons × k-vectors, or walkers × pairs × images): larger work is done in chunks.

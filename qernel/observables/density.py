@@ -13,11 +13,9 @@ observables.nc variables); `DensityAccumulator` accumulates both grids (this one
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import jax.numpy as jnp
 import numpy as np
-import xarray as xr
 
 from qernel.lattice import MOIRE_LATTICE, MOIRE_RECIPROCAL, Supercell
 from qernel.observables.base import ObservableBase, PhaseDiagramLayout, SeriesSpec, as_steps, step_series
@@ -25,6 +23,9 @@ from qernel.observables.grids import (MOIRE_CELL_AREA, bin_centres, bins_from_co
                                       moire_fractional, supercell_fractional)
 from qernel.observables.supercell_density import default_supercell_bins
 from qernel.stats import Reblocker
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: Default grid of the folded density on the moiré unit cell.
 DEFAULT_CELL_BINS = (24, 24)
@@ -60,6 +61,8 @@ class DensityResult:
     n_steps: int
 
     def to_dataset(self) -> xr.Dataset:
+        import xarray as xr
+
         u, v = np.meshgrid(self.x, self.y, indexing="ij")
         cart = np.stack([u, v], axis=-1) @ MOIRE_LATTICE
         return xr.Dataset(
@@ -154,6 +157,8 @@ class FoldedDensity(ObservableBase):
 
     def estimator(self, log_psi):  # noqa: ARG002 (a function of positions only)
         """(params, x (W, N, 2), cond) -> {density (n_x, n_y)} in a_M⁻², walker mean."""
+        import jax.numpy as jnp
+
         cell_to_frac = MOIRE_RECIPROCAL.T / (2.0 * np.pi)
         cell_bin_area = MOIRE_CELL_AREA / (self.bins[0] * self.bins[1])
         bins, n_cells = self.bins, self.n_cells
@@ -175,6 +180,8 @@ class FoldedDensity(ObservableBase):
 
     def reduce(self, ev: xr.Dataset, criterion: str = "wolff") -> xr.Dataset:
         """observables.nc part: density, density_stderr (x, y), reblocked; global attr filling."""
+        import xarray as xr
+
         r = Reblocker().update(step_series(ev, "density", ("x", "y"))).result(criterion=criterion)
         return xr.Dataset({"density": (("x", "y"), np.asarray(r.mean)),
                            "density_stderr": (("x", "y"), np.asarray(r.stderr))},

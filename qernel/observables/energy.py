@@ -14,15 +14,16 @@ n_eff = Var(E_L) / (N² stderr²).
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import jax.numpy as jnp
 import numpy as np
-import xarray as xr
 
 from qernel.conditions import DEPTH_ONLY
 from qernel.observables.base import ObservableBase, SeriesSpec, step_series
 from qernel.stats import Reblocker, reblock
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: The energy series of evaluation.nc, in the order of the estimator's `energy` vector.
 COMPONENTS = ("energy", "kinetic_energy", "potential_energy", "interaction_energy")
@@ -54,6 +55,8 @@ class EnergyResult:
 
     def to_dataset(self) -> xr.Dataset:
         """Scalars energy, kinetic_energy, ... with `_stderr`, variance, n_eff, n_samples."""
+        import xarray as xr
+
         data = {}
         for name in COMPONENTS:
             data[name] = ((), getattr(self, name))
@@ -176,6 +179,8 @@ class EnergyComponents(ObservableBase):
         """(params, x (W, N, 2), cond (W, n_cond)) -> {energy (4,) per electron [total, kinetic,
         potential, interaction], local_energy_variance (), n_nonfinite ()}; raises ValueError
         without a system or for invalid condition_names."""
+        import jax.numpy as jnp
+
         from qernel import parallel
         from qernel.hamiltonian import make_local_energy
 

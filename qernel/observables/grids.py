@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from qernel.lattice import MOIRE_LATTICE, MOIRE_RECIPROCAL, Supercell
@@ -30,6 +29,8 @@ def bin_centres(n: int) -> np.ndarray:
 
 def histogram(frac, bins: tuple[int, int]):
     """Counts (n_x, n_y) of fractional coordinates frac (P, 2) in [0, 1) (jit-able)."""
+    import jax.numpy as jnp
+
     nx, ny = bins
     ix = jnp.clip(jnp.floor(frac[:, 0] * nx).astype(jnp.int32), 0, nx - 1)
     iy = jnp.clip(jnp.floor(frac[:, 1] * ny).astype(jnp.int32), 0, ny - 1)

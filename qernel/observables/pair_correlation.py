@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import xarray as xr
 
-from qernel import parallel
 from qernel.lattice import Supercell
 from qernel.observables.base import (MAX_CHUNK_ELEMENTS, ObservableBase, PhaseDiagramLayout, SeriesSpec, as_steps,
                                      step_series)
 from qernel.stats import Reblocker
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 def pair_r_limit(supercell: Supercell) -> float:
@@ -40,9 +39,23 @@ def bin_edges(r_max: float, n_bins: int) -> np.ndarray:
     return np.linspace(0.0, r_max, n_bins + 1)
 
 
-@functools.partial(jax.jit, static_argnames=("n_bins",))
 def pair_counts(x, inv_lattice, lattice, shifts, r_max, n_bins: int):
-    """Histogram per step of minimum-image pair distances (i < j): x (T, W, N, 2) → (T, n_bins)."""
+    """Histogram per step of minimum-image pair distances (i < j): x (T, W, N, 2) → (T, n_bins).
+
+    Jitted, n_bins static (compiled once per shape; JAX is imported on the first call)."""
+    return _jitted_pair_counts()(x, inv_lattice, lattice, shifts, r_max, n_bins)
+
+
+@functools.cache
+def _jitted_pair_counts():
+    import jax
+
+    return jax.jit(_pair_counts, static_argnames=("n_bins",))
+
+
+def _pair_counts(x, inv_lattice, lattice, shifts, r_max, n_bins: int):
+    import jax.numpy as jnp
+
     n = x.shape[-2]
     iu, ju = np.triu_indices(n, k=1)
     d = x[..., iu, :] - x[..., ju, :]  # (T, W, P, 2)
@@ -66,6 +79,8 @@ class PairCorrelationResult:
     pair_correlation_stderr: np.ndarray
 
     def to_dataset(self) -> xr.Dataset:
+        import xarray as xr
+
         return xr.Dataset(
             {"pair_correlation": ("r", self.pair_correlation),
              "pair_correlation_stderr": ("r", self.pair_correlation_stderr)},
@@ -94,6 +109,8 @@ class PairCorrelationAccumulator:
 
     def update(self, x) -> "PairCorrelationAccumulator":
         """Add positions (W, N, 2) or (T, W, N, 2) in a_M; raises ValueError for N < 2 or if N changes."""
+        import jax.numpy as jnp
+
         xj = as_steps(x, jnp)
         t, w, n = xj.shape[:3]
         if n < 2:
@@ -169,6 +186,11 @@ class PairCorrelation(ObservableBase):
     def estimator(self, log_psi):  # noqa: ARG002 (a function of positions only)
         """(params, x (W, N, 2), cond) -> {pair_correlation (n_bins,)} (walker mean; {} without bins);
         walkers in chunks so that chunk × pairs × 9 images × 2 <= MAX_CHUNK_ELEMENTS."""
+        import jax
+        import jax.numpy as jnp
+
+        from qernel import parallel
+
         if not self.n_bins:
             return lambda params, x, cond: {}
         sc, n_el, n_bins, r_max = self.supercell, self.n_electrons, self.n_bins, self.r_max

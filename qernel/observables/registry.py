@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-
-import xarray as xr
+from typing import TYPE_CHECKING
 
 from qernel.conditions import DEPTH_ONLY
 from qernel.lattice import Supercell
@@ -18,6 +17,9 @@ from qernel.observables.energy import EnergyComponents
 from qernel.observables.pair_correlation import PairCorrelation
 from qernel.observables.structure_factor import StructureFactor
 from qernel.observables.supercell_density import SupercellDensity
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: Every observable type an evaluation measures (when `from_config` returns one).
 OBSERVABLE_TYPES = (EnergyComponents, FoldedDensity, SupercellDensity, StructureFactor, PairCorrelation)

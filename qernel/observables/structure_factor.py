@@ -11,18 +11,19 @@ method) plus the second-order term of the squared mean.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import xarray as xr
 
 from qernel.lattice import MOIRE_LATTICE, MOIRE_RECIPROCAL, Supercell
 from qernel.observables.base import (MAX_CHUNK_ELEMENTS, ObservableBase, PhaseDiagramLayout, SeriesSpec, as_steps,
                                      step_series)
 from qernel.stats import Reblocker
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: Default structure-factor cutoff in units of |b| = 4π/√3: |k| <= 2|b| keeps the first three
 #: shells of the moiré reciprocal lattice (|b|, √3|b|, 2|b|) and every supercell k inside.
@@ -56,14 +57,30 @@ def ordering_vector_mask(kvectors, tol: float = 1e-6) -> np.ndarray:
 
 def rho_k(x, kvectors):
     """ρ_k = Σ_i e^{−ik·r_i} for positions x (..., N, 2) at k (K, 2); complex (..., K)."""
+    import jax.numpy as jnp
+
     x = jnp.asarray(x)
     phase = x @ jnp.asarray(kvectors, dtype=x.dtype).T  # (..., N, K)
     return jnp.sum(jnp.cos(phase), axis=-2) - 1j * jnp.sum(jnp.sin(phase), axis=-2)
 
 
-@jax.jit
 def sk_moments(x, kvectors):
-    """Walker sums per step of (|ρ_k|²/N, Re ρ_k, Im ρ_k): x (T, W, N, 2), k (K, 2) → (T, K, 3)."""
+    """Walker sums per step of (|ρ_k|²/N, Re ρ_k, Im ρ_k): x (T, W, N, 2), k (K, 2) → (T, K, 3).
+
+    Jitted (compiled once per shape; JAX is imported on the first call)."""
+    return _jitted_sk_moments()(x, kvectors)
+
+
+@functools.cache
+def _jitted_sk_moments():
+    import jax
+
+    return jax.jit(_sk_moments)
+
+
+def _sk_moments(x, kvectors):
+    import jax.numpy as jnp
+
     n = x.shape[-2]
     phase = x @ kvectors.T  # (T, W, N, K)
     re = jnp.sum(jnp.cos(phase), axis=-2)
@@ -96,6 +113,8 @@ class StructureFactorResult:
     n_steps: int
 
     def to_dataset(self) -> xr.Dataset:
+        import xarray as xr
+
         return xr.Dataset(
             {
                 "structure_factor": ("k", self.structure_factor),
@@ -149,6 +168,8 @@ class StructureFactorAccumulator:
 
     def update(self, x) -> "StructureFactorAccumulator":
         """Add positions (W, N, 2) or (T, W, N, 2) in a_M; raises ValueError if N changes."""
+        import jax.numpy as jnp
+
         xj = as_steps(x, jnp)  # stays on the device that holds it
         t, w, n = xj.shape[:3]
         if self._n_electrons is None:
@@ -207,6 +228,9 @@ class StructureFactor(ObservableBase):
     def estimator(self, log_psi):  # noqa: ARG002 (a function of positions only)
         """(params, x (W, N, 2), cond) -> {rho_k (K, 3)}: walker means of [|ρ_k|²/N, Re ρ_k, Im ρ_k]
         (k in chunks of at most MAX_CHUNK_ELEMENTS / (W N) vectors)."""
+        import jax
+        import jax.numpy as jnp
+
         kvec = self.k_array
         n_k, n_el = len(kvec), self.n_electrons
 

@@ -8,16 +8,17 @@ per-step estimate is the walker mean of counts / bin area, so mean(density) · A
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import jax.numpy as jnp
 import numpy as np
-import xarray as xr
 
 from qernel.lattice import Supercell
 from qernel.observables.base import ObservableBase, PhaseDiagramLayout, SeriesSpec, step_series
 from qernel.observables.grids import bin_centres, bins_from_coords, histogram
 from qernel.stats import Reblocker
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 def default_supercell_bins(supercell: Supercell, cell_bins: tuple[int, int]) -> tuple[int, int]:
@@ -55,6 +56,8 @@ class SupercellDensity(ObservableBase):
 
     def estimator(self, log_psi):  # noqa: ARG002 (a function of positions only)
         """(params, x (W, N, 2), cond) -> {supercell_density (m_x, m_y)} in a_M⁻², walker mean."""
+        import jax.numpy as jnp
+
         sc = self.supercell
         super_to_frac = sc.reciprocal.T / (2.0 * np.pi)
         super_bin_area = sc.area / (self.bins[0] * self.bins[1])
@@ -77,6 +80,8 @@ class SupercellDensity(ObservableBase):
 
     def reduce(self, ev: xr.Dataset, criterion: str = "wolff") -> xr.Dataset:
         """observables.nc part: supercell_density, supercell_density_stderr (sx, sy), reblocked."""
+        import xarray as xr
+
         r = Reblocker().update(step_series(ev, "supercell_density", ("sx", "sy"))).result(criterion=criterion)
         return xr.Dataset({"supercell_density": (("sx", "sy"), np.asarray(r.mean)),
                            "supercell_density_stderr": (("sx", "sy"), np.asarray(r.stderr))},

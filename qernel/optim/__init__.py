@@ -5,47 +5,58 @@
     params, state, stats = opt.update(params, state, samples, step, extra_grad)
 
 Registered: "sr" (SPRING / MinSR natural gradient without the walkers × parameters matrix,
-qernel.optim.sr) and "adam" (qernel.optim.adam). Each module holds its defaults (`DEFAULTS`:
-learning rate and update cap). A new optimiser = one module with `DEFAULTS` and
-`from_config(cfg, log_psi, n_groups, is_complex)`, plus one line in `_REGISTRY` below.
+qernel.optim.sr) and "adam" (qernel.optim.adam). Their names and defaults (learning rate and
+update cap) are in qernel.optim.defaults, which imports no JAX: config resolution reads them
+before any job starts; each optimiser's module re-exports its entry as `DEFAULTS`. A new
+optimiser = one module with `DEFAULTS` and `from_config(cfg, log_psi, n_groups, is_complex)`,
+one entry in `qernel.optim.defaults.DEFAULTS` and one line in `_MODULES` below.
 qernel.optim.reference holds the explicit-Jacobian SR step, for tests and benchmarks only.
+
+Importing this package (or qernel.optim.defaults) imports no JAX: the optimiser modules and the
+names below that come from them are imported on first use (`__getattr__`).
 """
 
 from __future__ import annotations
 
-from qernel.optim import adam, sr
-from qernel.optim.adam import make_adam
-from qernel.optim.base import Optimizer, OptimizerDefaults, Samples, learning_rate_schedule
-from qernel.optim.sr import SPRING, fisher_norm_scale, solve_kernel, spring_direction, sr_init
+import importlib
 
-_REGISTRY = {"sr": sr, "adam": adam}
+from qernel.optim.defaults import OPTIMIZERS, OptimizerDefaults, check, defaults
 
-#: The optimiser names a config may give (`pretrain: {optimizer: ...}`).
-OPTIMIZERS = tuple(_REGISTRY)
+#: Optimiser name -> its module (imported by `make_optimizer` on first use).
+_MODULES = {"sr": "qernel.optim.sr", "adam": "qernel.optim.adam"}
+assert tuple(_MODULES) == OPTIMIZERS
+
+#: Names this package exports from its (JAX) submodules, imported when first asked for.
+_LAZY = {
+    "adam": "qernel.optim.adam", "sr": "qernel.optim.sr", "reference": "qernel.optim.reference",
+    "base": "qernel.optim.base",
+    "make_adam": "qernel.optim.adam",
+    "Optimizer": "qernel.optim.base", "Samples": "qernel.optim.base", "learning_rate_schedule": "qernel.optim.base",
+    "SPRING": "qernel.optim.sr", "fisher_norm_scale": "qernel.optim.sr", "solve_kernel": "qernel.optim.sr",
+    "spring_direction": "qernel.optim.sr", "sr_init": "qernel.optim.sr",
+}
 
 
-def defaults(name: str) -> OptimizerDefaults:
-    """The learning rate and update cap of optimiser `name` when the config gives none.
-
-    Raises ValueError for an unknown name.
-    """
-    _check(name)
-    return _REGISTRY[name].DEFAULTS
-
-
-def make_optimizer(name: str, cfg, *, log_psi, n_groups: int, is_complex: bool) -> Optimizer:
-    """The optimiser `name` built from a TrainConfig-like `cfg` for a model `log_psi`.
+def make_optimizer(name: str, cfg, *, log_psi, n_groups: int, is_complex: bool):
+    """The optimiser `name` (a qernel.optim.base.Optimizer) built from a TrainConfig-like `cfg`
+    for a model `log_psi`.
 
     n_groups: depth groups of the batch; is_complex: whether log ψ is complex. Raises ValueError
     for an unknown name (naming the config key `optimizer`).
     """
-    _check(name)
-    return _REGISTRY[name].from_config(cfg, log_psi, n_groups, is_complex)
+    check(name)
+    return importlib.import_module(_MODULES[name]).from_config(cfg, log_psi, n_groups, is_complex)
 
 
-def _check(name: str) -> None:
-    if name not in _REGISTRY:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    return module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = ["OPTIMIZERS", "Optimizer", "OptimizerDefaults", "SPRING", "Samples", "defaults", "fisher_norm_scale",

@@ -15,10 +15,11 @@ import optax
 
 from qernel.hamiltonian import LogPsi
 from qernel.loss import make_energy_loss
-from qernel.optim.base import OptimizerDefaults, Samples, learning_rate_schedule
+from qernel.optim.base import Samples, learning_rate_schedule
+from qernel.optim.defaults import defaults
 
-#: η = 1e-3 (the usual Adam rate); the whole update's Euclidean norm <= 0.3.
-DEFAULTS = OptimizerDefaults(learning_rate=1e-3, max_update_norm=0.3)
+#: η = 1e-3 (the usual Adam rate); the whole update's Euclidean norm <= 0.3 (qernel.optim.defaults).
+DEFAULTS = defaults("adam")
 
 
 def make_adam(learning_rate: float, decay_steps: float, max_update_norm: float = 0.0):

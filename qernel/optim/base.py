@@ -48,13 +48,6 @@ class Optimizer(Protocol):
                extra_grad: Any | None = None) -> tuple[Any, Any, dict]: ...
 
 
-class OptimizerDefaults(NamedTuple):
-    """An optimiser's learning rate and update cap when the config gives none."""
-
-    learning_rate: float
-    max_update_norm: float
-
-
 def learning_rate_schedule(learning_rate: float, decay_steps: float) -> Callable:
     """step -> η / (1 + step / decay_steps); constant when decay_steps <= 0."""
 

@@ -56,13 +56,12 @@ from jax.flatten_util import ravel_pytree
 
 from qernel.groups import centre
 from qernel.hamiltonian import LogPsi
-from qernel.optim.base import OptimizerDefaults, Samples, learning_rate_schedule
+from qernel.optim.base import Samples, learning_rate_schedule
+from qernel.optim.defaults import defaults
 from qernel.parallel import largest_divisor_at_most
 
-#: η = 0.05; Fisher norm ‖Oδ‖ <= 0.03, the r.m.s. change of log ψ per step (FermiNet's KFAC norm
-#: constraint 1e-3 on δᵀFδ is the same bound); 0.3 let SR blow the variance up by 100× after
-#: pretraining (demo at λ = 0).
-DEFAULTS = OptimizerDefaults(learning_rate=0.05, max_update_norm=0.03)
+#: η = 0.05, Fisher norm ‖Oδ‖ <= 0.03 (qernel.optim.defaults, which says why).
+DEFAULTS = defaults("sr")
 
 
 def sr_init(params):

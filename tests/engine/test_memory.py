@@ -65,6 +65,27 @@ def test_check_sweep_refuses_a_step_that_cannot_fit_and_names_the_keys():
         memory.check_sweep(_sweep(256, 32, gpu_memory_gb=4))
 
 
+def test_parameter_count_is_remembered_for_the_same_arguments_and_sources(tmp_path, monkeypatch):
+    """The workflow's start counts the model's parameters once per working directory
+    (parameter_count with a cache_dir): the same count as building the model, and counted anew
+    for other arguments or once any source file of the package changed."""
+    system = System(Supercell.diagonal(2), n_up=2, n_down=0, coupling=1.0, phase=math.radians(45))
+    model, grid = ModelConfig.from_spec("tiny"), ((0.0, 1.0),)
+    n = memory.parameter_count(system, model, grid, cache_dir=tmp_path)
+    assert n == memory.parameter_count(system, model, grid) > 1000
+    assert (tmp_path / memory.PARAMETER_COUNT_CACHE).is_file()
+    monkeypatch.setattr(memory, "_n_params", lambda *args: pytest.fail("counted again"))
+    assert memory.parameter_count(system, model, grid, cache_dir=tmp_path) == n
+    counted = []
+    monkeypatch.setattr(memory, "_n_params", lambda *args: counted.append(args) or 7)
+    assert memory.parameter_count(system, ModelConfig.from_spec({"d_model": 16}), grid, cache_dir=tmp_path) == 7
+    assert memory.parameter_count(system, model, ((0.0, 1.0), (1.0, 2.0)), ("depth", "coupling"),
+                                  cache_dir=tmp_path) == 7
+    monkeypatch.setattr(memory, "_source_digest", lambda: "an edited package")
+    assert memory.parameter_count(system, model, grid, cache_dir=tmp_path) == 7
+    assert len(counted) == 3
+
+
 @pytest.mark.slow  # traces the paper model's initialisation for four systems
 def test_paper_sweeps_of_the_config_fit_their_gpus():
     from qernel import config as qconfig

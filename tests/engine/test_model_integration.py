@@ -66,7 +66,8 @@ def test_training_run_with_the_network(setup, tmp_path):
     assert meta["model_config"]["n_layers"] == n_layers and meta["depths"] == DEPTHS
     x = jnp.asarray(system.supercell.to_cart(np.random.default_rng(0).uniform(size=(2, 2))), jnp.float32)
     cond = jnp.asarray([1.2])
-    assert complex(wf.log_psi(params, x, cond)) == complex(wf.log_psi(res.params, x, cond))
+    log_psi = jax.jit(wf.log_psi)  # compiled once (op by op, the first call compiled every primitive: ~9 s)
+    assert complex(log_psi(params, x, cond)) == complex(log_psi(res.params, x, cond))
 
 
 @pytest.mark.slow  # about two minutes of CPU (mostly compiling); reaches the exact energy with a margin of ~30x

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
+from jax.flatten_util import ravel_pytree
 
 from qernel.hamiltonian import make_local_energy
 from qernel.lattice import Supercell
@@ -94,20 +95,25 @@ def test_model_at_conditioned_coupling_equals_the_model_of_that_system(x64):
     wf1 = make_wavefunction(target, SMALL, ((0.0, 2.0),))
     assert wf2.condition_names == BOTH and wf1.condition_names == ("depth",)
     params2 = wf2.init(jax.random.PRNGKey(1))
-    params2 = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.PRNGKey(2), a.shape, a.dtype), params2)
+    # every parameter moved off its initial value: one normal draw for all of them (drawing per leaf
+    # compiles a random-number program per leaf shape, most of this test's time)
+    flat, unravel = ravel_pytree(params2)
+    params2 = unravel(flat + 0.05 * jax.random.normal(jax.random.PRNGKey(2), flat.shape, flat.dtype))
     params1 = _restrict(params2, jax.eval_shape(wf1.init, jax.random.PRNGKey(0)))
     frac = np.random.default_rng(5).uniform(size=(3, other.n_electrons, 2))
     x = jnp.asarray(sc.to_cart(frac))
     depth = 0.8
     c2, c1 = jnp.asarray([depth, LAM]), jnp.asarray([depth])
-    lp2 = jax.vmap(wf2.log_psi, in_axes=(None, 0, None))(params2, x, c2)
-    lp1 = jax.vmap(wf1.log_psi, in_axes=(None, 0, None))(params1, x, c1)
+    # compiled (fast_jit: XLA without its optimisation passes) instead of run op by op
+    log_psi2 = fast_jit(jax.vmap(wf2.log_psi, in_axes=(None, 0, None)))
+    lp2 = log_psi2(params2, x, c2)
+    lp1 = fast_jit(jax.vmap(wf1.log_psi, in_axes=(None, 0, None)))(params1, x, c1)
     np.testing.assert_allclose(np.asarray(lp2), np.asarray(lp1), rtol=1e-12, atol=1e-12)
-    e2 = jax.jit(jax.vmap(make_local_energy(other, wf2.log_psi, condition_names=BOTH),
-                          in_axes=(None, 0, None)))(params2, x, c2)
-    e1 = jax.jit(jax.vmap(make_local_energy(target, wf1.log_psi), in_axes=(None, 0, None)))(params1, x, c1)
+    e2 = fast_jit(jax.vmap(make_local_energy(other, wf2.log_psi, condition_names=BOTH),
+                           in_axes=(None, 0, None)))(params2, x, c2)
+    e1 = fast_jit(jax.vmap(make_local_energy(target, wf1.log_psi), in_axes=(None, 0, None)))(params1, x, c1)
     for a, b in zip(e2, e1):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
     # and another λ in the condition changes ψ (through the cusp) and the interaction
-    lp_other = jax.vmap(wf2.log_psi, in_axes=(None, 0, None))(params2, x, jnp.asarray([depth, 1.2]))
+    lp_other = log_psi2(params2, x, jnp.asarray([depth, 1.2]))
     assert not np.allclose(np.asarray(lp_other), np.asarray(lp2))

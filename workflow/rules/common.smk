@@ -45,14 +45,21 @@ except qconfig.ConfigError as e:
 # Memory known before any job: a sweep to be built whose training step is estimated to need more
 # than its GPUs hold (qernel.memory; resources.pretrain.gpu, gpu_memory_gb) stops the run here.
 # Sweeps that ask for no GPU are not checked against one (qernel.memory.check_sweep), so the
-# estimate (a model built abstractly: about 1 s of every snakemake start) is skipped for them.
+# estimate is skipped for them. Its parameter count (a model built abstractly with JAX: about 2 s
+# of CPU, most of a snakemake start) is remembered in .snakemake/qernel/ of the working
+# directory (or the folder QERNEL_CACHE_DIR names: the test suite shares one) for the package's
+# current source files (qernel.memory.parameter_count).
+import os
+
 from qernel import memory as qmemory
+
+_CACHE_DIR = Path(os.environ.get("QERNEL_CACHE_DIR") or Path(".snakemake", "qernel"))
 
 for _name in RUN_SWEEPS:
     if not int(SWEEPS[_name].resources["pretrain"].get("gpu", 0) or 0):
         continue
     try:
-        qmemory.check_sweep(SWEEPS[_name])
+        qmemory.check_sweep(SWEEPS[_name], cache_dir=_CACHE_DIR)
     except ValueError as e:
         raise WorkflowError(f"invalid config: {e}")
 

@@ -4,14 +4,11 @@
 # options, so it reruns only when those change. A depth whose HF does not converge is NaN with
 # its reason (the job still succeeds), so the VMC outputs never wait on HF.
 
-from qernel.reference import hartree_fock_snapshot
-
-
 rule hartree_fock_config:
     output:
         sweep_file("{sweep}", "config", "hartree_fock.yaml"),
     params:
-        text=lambda wildcards: hartree_fock_snapshot(wildcards.sweep, SWEEPS[wildcards.sweep].raw),
+        text=lambda wildcards: qconfig.hartree_fock_snapshot(wildcards.sweep, SWEEPS[wildcards.sweep].raw),
     log:
         sweep_file("{sweep}", "logs", "sweep_config", "hartree_fock.log"),
     threads: 1
