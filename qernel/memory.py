@@ -90,10 +90,12 @@ def activations(n_electrons: int, model) -> float:
 
 
 def forward_flops(n_electrons: int, model) -> float:
-    """FLOPs of one walker's forward pass: 2 × multiply–adds of the dense layers, attention and orbitals."""
+    """FLOPs of one walker's forward pass: 2 × multiply–adds of the dense layers, attention and orbitals
+    (the orbital heads: the neural amplitude, and the prior's modulation when it is on)."""
     n, m = n_electrons, model
     per_layer = n * (4 * m.d_model * m.d_model + 2 * m.n_experts * m.d_model * m.d_ff) + 2 * n * n * m.d_model
-    dets = m.n_determinants * (m.d_model * n * n + n ** 3)
+    heads = 2 if getattr(m, "orbital_prior", False) and getattr(m, "prior_modulation", False) else 1
+    dets = m.n_determinants * (heads * m.d_model * n * n + n ** 3)
     return float(2 * (m.n_layers * per_layer + dets + m.jastrow_hidden * n * n * 4))
 
 

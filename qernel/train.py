@@ -107,6 +107,7 @@ from qernel.vmc import (
 
 _log = logging.getLogger(__name__)
 
+
 @flax.struct.dataclass
 class TrainState:
     """Everything a step changes: params, optimiser state, walkers, step count, per-depth variance EMA."""

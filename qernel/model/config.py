@@ -59,6 +59,9 @@ class ModelConfig:
       depth the prior is that depth's exact orbital (strongly localised orbitals at large V
       differ much from those at the reference depth). 1: the reference depth's orbitals at every
       V. Values > 1 need complex_output.
+    prior_modulation: multiply the orbital prior by a learnable neural factor c + b(h_i)
+      (qernel.model.orbitals), so the network reshapes the band orbitals in proportion to their
+      size (strongly localised orbitals at large V); off: a learnable constant c only.
     wrap_positions: map positions into the supercell first (better float32 periodicity).
     dtype: parameter dtype, "float32" or "float64" (float64 needs jax_enable_x64).
     Raises ValueError for an invalid field or combination of fields (naming them).
@@ -86,6 +89,7 @@ class ModelConfig:
     complex_output: bool = True
     reference_depth: float | None = None
     prior_anchors: int = 1
+    prior_modulation: bool = True
     wrap_positions: bool = True
     dtype: str = "float32"
 
@@ -95,7 +99,7 @@ class ModelConfig:
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("supercell_shells", "moire_shells", "jastrow_shells"):
             _check_int(name, getattr(self, name), minimum=0)
-        for name in ("k_point_features", "orbital_prior", "jastrow_cusp", "complex_output", "wrap_positions"):
+        for name in ("k_point_features", "orbital_prior", "prior_modulation", "jastrow_cusp", "complex_output", "wrap_positions"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("router_margin", "orbital_init_scale"):

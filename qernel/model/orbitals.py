@@ -2,7 +2,7 @@
 
 For each spin block s (N_s electrons, up first) and determinant d, the orbital matrix is
 
-    Φ^d_ij = a^d_j(h_i) · ε_j(r_i) + c^d_j · φ_j(r_i)          (i: electron, j: orbital)
+    Φ^d_ij = a^d_j(h_i) · ε_j(r_i) + (c^d_j + b^d_j(h_i)) · φ_j(r_i)      (i: electron, j: orbital)
 
 - a^d_j(h_i): the neural amplitude, a linear head on the transformer output h_i (two real
   heads, the real and imaginary parts, when ψ is complex). It is a supercell-periodic
@@ -25,7 +25,19 @@ For each spin block s (N_s electrons, up first) and determinant d, the orbital m
   fed by low-harmonic features, fits poorly (docs/validation.md). The neural head is initialised with standard deviation
   init_scale · A^{-1/2}, so the balance of the two terms does not depend on the supercell.
 
-With a = 0 and c = 1 one determinant is exactly the non-interacting ground state at the
+- b^d_j(h_i): the prior's modulation (ModelConfig.prior_modulation, on by default), a second
+  linear head on h_i (complex when ψ is), initialised with standard deviation init_scale
+  (dimensionless). It multiplies the prior orbital, so its change to Φ is proportional to φ_j:
+  small where the band orbital is small. Why: at large V the orbitals are localised and
+  φ_j is exponentially small between the moiré minima; an additive correction a·ε of the size
+  needed on the minima dominates there and puts spurious structure in the low-density regions
+  (two holes in one minimum), which few walkers visit. Measured (λ = 0, 4 holes in 2×2,
+  V = 5 and 10 E_M, prior at V = 7.5, 150 SR steps; notes of issue 17): the local-energy outliers
+  at V = 10 sit at log|ψ| ~ 6 below the median with E_L up to +170 E_M. The product of a
+  network and an analytic orbital is FermiNet's envelope construction (Pfau et al., Phys. Rev.
+  Research 2, 033429 (2020)), with the band orbital as the envelope.
+
+With a = b = 0 and c = 1 one determinant is exactly the non-interacting ground state at the
 reference depth; with c = 0 and a^d_j ≡ 1 it is the plane-wave determinant det[e^{ik_j·r_i}]
 (the free-electron ground state when the occupied levels are the lowest plane waves).
 Positions in a_M.
@@ -208,6 +220,7 @@ class Orbitals(nn.Module):
     complex_output: bool = True
     prior: bool = True
     init_scale: float = 0.1
+    modulation: bool = True
 
     @nn.compact
     def __call__(self, h, x, cond=None):
@@ -241,6 +254,15 @@ class Orbitals(nn.Module):
             amp = out[..., 0, :, :] + 1j * out[..., 1, :, :] if self.complex_output else out[..., 0, :, :]
             amp = jnp.moveaxis(amp, -2, -3)  # (..., d, i, j)
             mat = amp * bloch_envelope(xs, ref, self.complex_output)[..., None, :, :]
+            if self.prior and self.modulation:
+                mod_init = (nn.initializers.variance_scaling(self.init_scale**2, "fan_in", "normal")
+                            if self.init_scale > 0 else nn.initializers.zeros)
+                mod = nn.Dense(n_comp * n_det * n, kernel_init=mod_init, name=f"modulation_{name}")(hs)
+                mod = mod.reshape(mod.shape[:-1] + (n_comp, n_det, n))
+                mod = mod[..., 0, :, :] + 1j * mod[..., 1, :, :] if self.complex_output else mod[..., 0, :, :]
+                mod = jnp.moveaxis(mod, -2, -3)  # (..., d, i, j)
+            else:
+                mod = 0.0
             if self.prior and anchors is not None:
                 init = lambda key, shape: jnp.zeros(shape).at[..., 0].set(1.0)
                 c = self.param(f"prior_scale_{name}", init, (anchors.n, n_det, n, n_comp))
@@ -248,11 +270,11 @@ class Orbitals(nn.Module):
                 w = weights.astype(c.dtype)
                 c_v = jnp.einsum("...m,mdj->...dj", w, c)  # (..., d, j)
                 phi_v = jnp.einsum("...m,...mij->...ij", w, anchored_prior_orbitals(xs, anchors, 0 if name == "up" else 1))
-                mat = mat + c_v[..., :, None, :] * phi_v[..., None, :, :]
+                mat = mat + (c_v[..., :, None, :] + mod) * phi_v[..., None, :, :]
             elif self.prior:
                 init = lambda key, shape: jnp.zeros(shape).at[..., 0].set(1.0)
                 c = self.param(f"prior_scale_{name}", init, (n_det, n, n_comp))
                 c = c[..., 0] + 1j * c[..., 1] if self.complex_output else c[..., 0]
-                mat = mat + c[:, None, :] * prior_orbitals(xs, ref, self.complex_output)[..., None, :, :]
+                mat = mat + (c[:, None, :] + mod) * prior_orbitals(xs, ref, self.complex_output)[..., None, :, :]
             mats.append(mat.astype(dtype))
         return mats

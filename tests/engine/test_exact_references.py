@@ -1,16 +1,19 @@
 """The real network trained by the shared engine against answers computed outside it.
 
 - λ = 0 up to the demo's deepest depth (V = 10 E_M), starting from an orbital prior that is NOT
-  the exact answer at the trained depths (the band orbitals of another depth, no orbital
-  pretraining): the energy must reach the band solver's within 1e-3 E_M per electron.
+  the exact answer at the trained depths (band orbitals interpolated between other depths, no
+  orbital pretraining): the energy must reach the band solver's within 1e-3 E_M per electron.
+  Still `known_failure` (the reason and the numbers are above the test).
 - Two electrons (one up, one down) in one moiré cell, interacting: the energy must lie above the
-  exact-diagonalisation energy (variational bound, 3σ) and within a stated tolerance of it.
+  exact-diagonalisation energy (variational bound, 3σ) and within 0.01 E_M per electron of it.
+  It runs in CI.
 
 Both fail when the kinetic energy is scaled by 1.01 (docs/validation.md records the numbers).
 """
 
 import math
 
+import jax
 import numpy as np
 import pytest
 
@@ -22,69 +25,66 @@ from qernel.system import System
 from qernel.train import TrainConfig, run_training
 
 from .conftest import PHASE
-from .helpers import sample_energy
+from .helpers import sample_energy, sample_variance
 
 NONINT_DEPTHS = [5.0, 10.0]
 
-# Both checks still fail, for a measured reason outside what they test (2026-11-30, this CPU).
-# The catastrophic part is fixed: the experts were routed per electron, and their smooth gates made
-# the first SR step raise Var E_L from ~60 to ~1.5e4 E_M² (λ = 0 check below) and training never
-# recovered; they are now routed on the condition (qernel.model.moe) and the variance stays ~1e2.
-# What remains is a noise floor: each SR step (Fisher norm capped at 0.03, always binding here)
-# changes log ψ by ~0.03 r.m.s. on fresh samples, yet raises their Var E_L from ~6 to 40-330
-# (two electrons, one step from a pretrained start, 3 sample sets each): the network's functions
-# of x carry high harmonics (|∇²h| ~ 2e2 per component of the transformer output, i.e. wave
-# vectors ~15/a_M, from the sin/cos(G·r) features through the nonlinearities), so the min-norm
-# fit of 128 walkers is rough between them. Relative damping (0.01-1), 512 walkers, a smaller cap
-# or lower-harmonic features reduce that one-step rise 3-30x, but over 200 steps none of them,
-# nor Adam, brings the two-electron energy within 0.01 E_M of exact reliably (final differences
-# +0.0075(64), +0.0026(127), +0.0011(183), +0.0088(62), -0.0005(83), +0.0240(96), +0.0426(253),
-# +0.0146(69) for default, damping 0.01, 0.1, momentum 0, cap 0.1, relative damping 0.1, 1, Adam).
-# The λ = 0 check below, 150 steps, final energy − exact at V = 5, 10 (sampled at fixed parameters,
-# 2026-11-30): default +0.025(13), +0.44(19); damping 0.1 + cap 0.1 +0.096(28), +1.70(32); 512
-# walkers +0.004(10), +0.034(28) (update never capped, yet the V = 10 variance spikes to 30-86
-# between steps at 2-5: heavy-tailed E_L near the nodes of the localised determinant). A learnable
-# plane-wave orbital prior (smooth in x; branch learned-prior) did not help: SR from the exact
-# V = 5 state raised its Var E_L from 0 to 157 in 15 steps, so the floor is the 128-walker SR
-# step itself, not rough functions of x.
-# With error bars that size the two-electron check passes or fails by chance, so both stay
-# `known_failure`: `make test` (CI) deselects them, `pytest -m known_failure` runs them, and the
-# marker goes when the training reaches them (issues 13, 17).
-TRAINING_BLOWS_UP = [pytest.mark.known_failure,
-                     pytest.mark.xfail(strict=False, reason="the short CPU training's noise floor (Var E_L ~ 2-10 after "
-                                       "200 steps) is above the checks' tolerances (issue 17; numbers in the module)")]
-pytestmark = TRAINING_BLOWS_UP
+# The λ = 0 check still fails, for a measured reason outside what it tests (2026-11-30, this CPU);
+# the two-electron check below passes and runs in CI.
+# History: the experts were routed per electron and their smooth gates made the first SR step
+# raise Var E_L ~250x (fixed: routed on the condition, qernel.model.moe). Then, at V = 10 E_M the
+# error sat in the low-density configurations (two holes in one minimum, log|ψ| ~ 6 below the
+# median, E_L up to +170 E_M): the additive neural orbital a·e^{ik·r} dominates there where the
+# localised band orbital is exponentially small, and the gradient's clipping at 5 MADs removed
+# the only signal from them. The prior's multiplicative modulation (qernel.model.orbitals) and
+# clip_mad 15 fix that part: from the single V = 7.5 prior, 150 steps, lr 0.005, final E − exact at
+# V = 5, 10: +0.025(13), +0.44(19) before; modulation with clip 5 +0.011(6), +0.56(16); clip 15
+# without modulation +0.050(19), +0.69(22); both -0.001(9), +0.064(39).
+# With the prior interpolated between anchors (this test, 300 steps, lr 0.01 decaying over 75
+# steps): +0.00002(221), +0.00065(247); and +0.0058(20), -0.0011(30) at lr 0.005 without decay.
+# Both are within 1e-3 of exact or 3σ of it, but σ ~ 2e-3 cannot resolve 1e-3: Var E_L stays
+# at 0.2-0.4 E_M² at V = 5 after 300 steps (0.03-0.2 at V = 10), a bulk spread (median |E_L − E|
+# 0.17 E_M), not outliers. The check needs Var E_L ~ 0.005 (σ ~ 3e-4) and stays `known_failure`
+# (`make test` deselects it, `pytest -m known_failure` runs it) until the training gets there.
+FLOOR_REASON = ("the CPU training's floor (Var E_L ~ 0.2 E_M² at V = 5 after 300 steps) leaves σ ~ 2e-3, above the "
+                "1e-3 checked (issue 17; numbers in the module)")
 
 
 @pytest.mark.slow
+@pytest.mark.known_failure
+@pytest.mark.xfail(strict=False, reason=FLOOR_REASON)
 def test_noninteracting_deep_potential_from_a_non_exact_start(tmp_path):
     """λ = 0, 4 spin-polarised holes filling the lowest band of the 2×2 cell (closed shell; at V = 10
     E_M the orbitals are localised on the moiré minima). One shared tiny model for V = 5 and 10, its
-    prior the band orbitals at V = 7.5 (not a trained depth) and its neural amplitude zero at the
-    start (so the start is the V = 7.5 band determinant at both depths), no orbital pretraining: shared SR
-    training must bring both depths to the band solver's energy within 1e-3 E_M per electron, and
-    not below it by more than 3 standard errors (measured with the parameters fixed). A 1 % error in
-    the kinetic energy shifts the exact energy by 1 % of ⟨T⟩: 0.076 and 0.120 E_M per electron at
+    prior the band orbitals at the anchor depths 1, 7.5 and 14 E_M interpolated linearly in V (the
+    demo's construction, `prior_anchors`; neither checked depth is an anchor) and its neural
+    amplitude zero at the start, no orbital pretraining: shared SR training must bring both depths
+    to the band solver's energy within 1e-3 E_M per electron, and not below it by more than 3
+    standard errors (measured with the parameters fixed). The start is checked not to be the answer:
+    its Var E_L (0 for the exact determinant) is > 0.5 E_M² at both depths. A 1 % error in the
+    kinetic energy shifts the exact energy by 1 % of ⟨T⟩: 0.076 and 0.120 E_M per electron at
     V = 5 and 10 (qernel.bands), far outside 1e-3."""
     system = System(Supercell.diagonal(2), n_up=4, n_down=0, coupling=0.0, phase=PHASE)
-    wf = make_wavefunction(system, {"preset": "tiny", "reference_depth": 7.5, "orbital_init_scale": 0.0}, ((5.0, 10.0),))
+    wf = make_wavefunction(system, {"preset": "tiny", "prior_anchors": 3, "orbital_init_scale": 0.0},
+                           ((1.0, 14.0),))
     exact = np.array([noninteracting_ground_state(system, v).energy for v in NONINT_DEPTHS]) / 4
-    cfg = TrainConfig.from_dict(dict(steps=STEPS_A, batch_size=128, pretrain_steps=0, burn_in=100, mcmc_steps=10, learning_rate=0.005,
-                                     checkpoint_every=10_000, log_every=20))
+    start_var = sample_variance(system, wf.log_psi, wf.init(jax.random.PRNGKey(0)), NONINT_DEPTHS, n_per_depth=64,
+                                n_blocks=5)
+    cfg = TrainConfig.from_dict(dict(steps=STEPS_A, batch_size=128, pretrain_steps=0, burn_in=100, mcmc_steps=10,
+                                     learning_rate=0.01, lr_decay_steps=75, checkpoint_every=10_000, log_every=50))
     res = run_training(system, wf, NONINT_DEPTHS, cfg, tmp_path)
-    first = res.history["energy_per_depth"][0]
-    e, err = sample_energy(system, wf.log_psi, res.params, NONINT_DEPTHS, n_per_depth=128, n_blocks=10,
+    e, err = sample_energy(system, wf.log_psi, res.params, NONINT_DEPTHS, n_per_depth=256, n_blocks=20,
                            start=res.mcmc)
     for d, v in enumerate(NONINT_DEPTHS):
-        print(f"V={v:g}: first step {first[d]:.5f}, trained {e[d]:.6f} ± {err[d]:.1e}, exact {exact[d]:.6f}, "
+        print(f"V={v:g}: start Var E_L {start_var[d]:.3f}, trained {e[d]:.6f} ± {err[d]:.1e}, exact {exact[d]:.6f}, "
               f"diff {e[d] - exact[d]:+.2e}")
     # the start is not the answer (so the check is of the training, not of the prior)
-    assert np.all(first - exact > 1e-2)
+    assert np.all(start_var > 0.5)
     assert np.all(np.abs(e - exact) < 1e-3)
     assert np.all(e > exact - 3 * err)
 
 
-STEPS_A = 150
+STEPS_A = 300
 
 
 PAIR_DEPTH, PAIR_COUPLING = 5.0, 1.0
@@ -94,14 +94,15 @@ PAIR_TOL = 0.01  # E_M per electron; see the docstring
 @pytest.mark.slow
 def test_two_electrons_against_exact_diagonalisation(tmp_path):
     """1 up + 1 down electron in one moiré cell, λ = 1, V = 5 E_M: the tiny network trained by the
-    engine (orbital pretraining + SR) against `qernel.exact_diagonalization` computed here.
+    engine (orbital pretraining + 200 SR steps, the learning rate 0.01 decaying as 1/(1 + t/75))
+    against `qernel.exact_diagonalization` computed here.
 
     The exact energy: the lowest eigenvalue at plane-wave cutoffs 4, 5, 6 (moiré reciprocal
     lengths; seconds), extrapolated E(s) = E_∞ + a s^−p. Each cutoff's energy is an upper bound on
     the exact one and E_∞ lies below them, so the variational check uses E_∞ (E_VMC > E_∞ − 3σ),
     and the accuracy check E_VMC − E_∞ < 0.01 E_M per electron. 0.01 is what this short CPU
-    training should reach (the workflow's check_two_electrons reached 0.0006 at λ = 2 in 1500
-    steps); a 1 % error in the kinetic energy shifts the exact energy by 1 % of ⟨T⟩ (0.034 E_M per
+    training reaches (measured 2026-11-30: -0.0014(24) with the prior's modulation off, +0.0037(22)
+    with it on; Var E_L ~ 0.2 E_M² after 200 steps); a 1 % error in the kinetic energy shifts the exact energy by 1 % of ⟨T⟩ (0.034 E_M per
     electron for the λ = 0 state here, qernel.bands), more than the tolerance."""
     sc = Supercell.diagonal(1)
     system = System(sc, n_up=1, n_down=1, coupling=PAIR_COUPLING, phase=PHASE)
@@ -110,9 +111,9 @@ def test_two_electrons_against_exact_diagonalisation(tmp_path):
     assert e_inf <= energies[-1] and energies[-1] - e_inf < 2e-3  # cutoff error well below the 0.01 checked
     wf = make_wavefunction(system, "tiny", ((PAIR_DEPTH, PAIR_DEPTH),))
     cfg = TrainConfig.from_dict(dict(steps=STEPS_B, batch_size=128, pretrain_steps=100, burn_in=100, mcmc_steps=10,
-                                     checkpoint_every=10_000, log_every=50))
+                                     learning_rate=0.01, lr_decay_steps=75, checkpoint_every=10_000, log_every=50))
     res = run_training(system, wf, [PAIR_DEPTH], cfg, tmp_path)
-    e, err = sample_energy(system, wf.log_psi, res.params, [PAIR_DEPTH], n_per_depth=128, n_blocks=20,
+    e, err = sample_energy(system, wf.log_psi, res.params, [PAIR_DEPTH], n_per_depth=512, n_blocks=20,
                            start=res.mcmc)
     print(f"two electrons, V={PAIR_DEPTH:g}, λ={PAIR_COUPLING:g}: VMC {e[0]:.5f} ± {err[0]:.5f}; exact {e_inf:.5f} "
           f"(cutoffs 4, 5, 6: {np.round(energies, 5).tolist()}); diff {e[0] - e_inf:+.5f}")

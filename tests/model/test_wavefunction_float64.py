@@ -43,7 +43,7 @@ def _perturbed(params, key, scale=0.1):
 
 def _zero_neural_orbitals(params):
     for name, head in params["params"]["orbitals"].items():
-        if name.startswith("head_"):
+        if name.startswith(("head_", "modulation_")):
             head["kernel"], head["bias"] = jnp.zeros_like(head["kernel"]), jnp.zeros_like(head["bias"])
     return params
 
