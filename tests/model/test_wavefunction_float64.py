@@ -116,6 +116,31 @@ def test_orbital_prior_is_the_exact_noninteracting_orbitals(oblique):
             np.testing.assert_allclose(down[d], exact_down, atol=1e-10)
 
 
+def test_prior_modulation_multiplies_the_band_orbitals(oblique):
+    # neural amplitude a off and the modulation b a constant β_dj (kernel 0, bias β): every
+    # orbital is (1 + β_dj) φ_j(r_i) with φ the band orbital (qernel.bands), the same factor for
+    # every electron and position (an additive β·e^{ik·r} would not give a constant ratio), so
+    # each determinant is the exact band determinant times a constant.
+    system, wf, params = oblique
+    params = _zero_neural_orbitals(jax.tree.map(lambda a: a, params))
+    rng = np.random.default_rng(5)
+    for name in ("modulation_up", "modulation_down"):
+        bias = params["params"]["orbitals"][name]["bias"]
+        params["params"]["orbitals"][name]["bias"] = jnp.asarray(0.5 * rng.normal(size=bias.shape))
+    gs = noninteracting_ground_state(system, 3.0)
+    orbitals = fast_jit(wf.orbitals)
+    ratios = {"up": [], "down": []}
+    for x in _positions(system, 3, 11):
+        up, down = orbitals(params, x, jnp.asarray([7.0]))
+        ratios["up"].append(np.asarray(up) / orbital_values(gs.bands, gs.occupied_up, np.asarray(x[:3]))[None])
+        ratios["down"].append(np.asarray(down) / orbital_values(gs.bands, gs.occupied_down, np.asarray(x[3:]))[None])
+    for block in ratios.values():
+        r = np.stack(block)  # (configuration, determinant, electron, orbital)
+        np.testing.assert_allclose(r, np.broadcast_to(r[:1, :, :1], r.shape), atol=1e-9)
+    ratios = np.concatenate([np.ravel(r) for r in ratios.values()])
+    assert np.max(np.abs(ratios - 1.0)) > 1e-2  # and the factor is not 1: the modulation is on
+
+
 def test_anchored_prior_is_exact_at_every_anchor_depth_and_interpolates_between():
     # prior_anchors = 3 over V in [0, 10]: with the neural amplitude off, ψ is (up to a constant)
     # the exact non-interacting ground state at V = 0, 5 and 10 (bands solver, independent of the
