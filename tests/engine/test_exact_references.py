@@ -41,8 +41,11 @@ NONINT_DEPTHS = [5.0, 10.0]
 # V = 5, 10: +0.025(13), +0.44(19) before; modulation with clip 5 +0.011(6), +0.56(16); clip 15
 # without modulation +0.050(19), +0.69(22); both -0.001(9), +0.064(39).
 # With the prior interpolated between anchors (this test, 300 steps, lr 0.01 decaying over 75
-# steps): +0.00002(221), +0.00065(247); and +0.0058(20), -0.0011(30) at lr 0.005 without decay.
-# Both are within 1e-3 of exact or 3σ of it, but σ ~ 2e-3 cannot resolve 1e-3: Var E_L stays
+# steps; run with -m known_failure): start Var E_L 8.5, 4.7 E_M²; trained +1.8e-5 ± 2.2e-3,
+# +6.5e-4 ± 2.5e-3 (it xpasses on this CPU); +0.0058(20), -0.0011(30) at lr 0.005 without decay.
+# Both are within 1e-3 of exact, but σ ~ 2e-3 cannot
+# resolve 1e-3: on another CPU (other rounding, another Monte Carlo path) the same test is another
+# draw, and |diff| < 1e-3 holds for only ~1/3 of draws of that σ. Var E_L stays
 # at 0.2-0.4 E_M² at V = 5 after 300 steps (0.03-0.2 at V = 10), a bulk spread (median |E_L − E|
 # 0.17 E_M), not outliers. The check needs Var E_L ~ 0.005 (σ ~ 3e-4) and stays `known_failure`
 # (`make test` deselects it, `pytest -m known_failure` runs it) until the training gets there.
