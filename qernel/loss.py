@@ -56,7 +56,7 @@ def centred_local_energies(e_loc, group, n_groups: int, clip_mad: float):
 
 # -- the loss with the unbiased gradient ------------------------------------------------------
 
-def make_energy_loss(log_psi: LogPsi, n_groups: int, clip_mad: float = 15.0):
+def make_energy_loss(log_psi: LogPsi, n_groups: int, clip_mad: float = 5.0):
     """loss(params, x (W,N,2), cond (W,n_cond), group (W,), e_loc (W,)) -> scalar.
 
     The value is the walker mean of Re E_L (unclipped); e_loc (real or complex) is data, computed

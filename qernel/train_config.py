@@ -39,10 +39,12 @@ class TrainConfig:
     max_update_norm: cap on the step (sr: Fisher norm ‖Oδ‖, the r.m.s. change of log ψ; adam:
     Euclidean norm); <= 0 disables it; None: 0.03 for sr, 0.3 for adam. clip_mad: local
     energies are clipped to median ± clip_mad mean absolute deviations per depth for the
-    gradient (<= 0: off). 15, not ferminet's 5: with tens of walkers per depth, 5 cut the
-    only signal from the rare low-density configurations (two holes in one minimum at large V,
-    E_L up to +170 E_M there), and the trained state kept them (λ = 0, V = 10 E_M: +0.56(16) E_M
-    per electron above exact at 5, +0.06(4) at 15; notes of issue 17).
+    gradient (<= 0: off; 5 by default, ferminet's). At large V with tens of walkers per depth,
+    5 cuts the only signal from the rare low-density configurations (two holes in one minimum,
+    E_L up to +170 E_M there): with ModelConfig.prior_modulation the λ = 0 miss at V = 10 E_M was
+    +0.56(16) E_M per electron at 5 and +0.06(4) at 15 (tests/engine/test_exact_references.py);
+    15 made Adam's first 60 steps noisier (tests/engine/test_train_physics.py), so it is not
+    the default.
     mcmc_steps: Metropolis–Hastings moves between updates; burn_in: moves before the first
     update (after pretraining); target_acceptance; init_width: first proposal width (a_M).
     pretrain_steps: orbital-pretraining steps (0 = off) toward the orbitals `pretrain_target` names:
@@ -79,7 +81,7 @@ class TrainConfig:
     sr_momentum: float = 0.9
     sr_damping_relative: float = 0.0
     max_update_norm: float | None = None
-    clip_mad: float = 15.0
+    clip_mad: float = 5.0
     mcmc_steps: int = 10
     burn_in: int = 200
     target_acceptance: float = 0.5

@@ -25,9 +25,9 @@ For each spin block s (N_s electrons, up first) and determinant d, the orbital m
   fed by low-harmonic features, fits poorly (docs/validation.md). The neural head is initialised with standard deviation
   init_scale · A^{-1/2}, so the balance of the two terms does not depend on the supercell.
 
-- b^d_j(h_i): the prior's modulation (ModelConfig.prior_modulation, on by default), a second
-  linear head on h_i (complex when ψ is), initialised with standard deviation init_scale
-  (dimensionless). It multiplies the prior orbital, so its change to Φ is proportional to φ_j:
+- b^d_j(h_i): the prior's modulation (ModelConfig.prior_modulation, off by default), a second
+  linear head on h_i (complex when ψ is), zero at initialisation (the model starts as it would
+  without it). It multiplies the prior orbital, so its change to Φ is proportional to φ_j:
   small where the band orbital is small. Why: at large V the orbitals are localised and
   φ_j is exponentially small between the moiré minima; an additive correction a·ε of the size
   needed on the minima dominates there and puts spurious structure in the low-density regions
@@ -255,9 +255,9 @@ class Orbitals(nn.Module):
             amp = jnp.moveaxis(amp, -2, -3)  # (..., d, i, j)
             mat = amp * bloch_envelope(xs, ref, self.complex_output)[..., None, :, :]
             if self.prior and self.modulation:
-                mod_init = (nn.initializers.variance_scaling(self.init_scale**2, "fan_in", "normal")
-                            if self.init_scale > 0 else nn.initializers.zeros)
-                mod = nn.Dense(n_comp * n_det * n, kernel_init=mod_init, name=f"modulation_{name}")(hs)
+                # zero at initialisation (an output head needs no random start to break a symmetry):
+                # the model starts as it did without the modulation
+                mod = nn.Dense(n_comp * n_det * n, kernel_init=nn.initializers.zeros, name=f"modulation_{name}")(hs)
                 mod = mod.reshape(mod.shape[:-1] + (n_comp, n_det, n))
                 mod = mod[..., 0, :, :] + 1j * mod[..., 1, :, :] if self.complex_output else mod[..., 0, :, :]
                 mod = jnp.moveaxis(mod, -2, -3)  # (..., d, i, j)

@@ -37,7 +37,7 @@ NONINT_DEPTHS = [5.0, 10.0]
 # median, E_L up to +170 E_M): the additive neural orbital a·e^{ik·r} dominates there where the
 # localised band orbital is exponentially small, and the gradient's clipping at 5 MADs removed
 # the only signal from them. The prior's multiplicative modulation (qernel.model.orbitals) and
-# clip_mad 15 fix that part: from the single V = 7.5 prior, 150 steps, lr 0.005, final E − exact at
+# clip_mad 15 (both set by this test; neither is the default) fix that part: from the single V = 7.5 prior, 150 steps, lr 0.005, final E − exact at
 # V = 5, 10: +0.025(13), +0.44(19) before; modulation with clip 5 +0.011(6), +0.56(16); clip 15
 # without modulation +0.050(19), +0.69(22); both -0.001(9), +0.064(39).
 # With the prior interpolated between anchors (this test, 300 steps, lr 0.01 decaying over 75
@@ -68,13 +68,14 @@ def test_noninteracting_deep_potential_from_a_non_exact_start(tmp_path):
     kinetic energy shifts the exact energy by 1 % of ⟨T⟩: 0.076 and 0.120 E_M per electron at
     V = 5 and 10 (qernel.bands), far outside 1e-3."""
     system = System(Supercell.diagonal(2), n_up=4, n_down=0, coupling=0.0, phase=PHASE)
-    wf = make_wavefunction(system, {"preset": "tiny", "prior_anchors": 3, "orbital_init_scale": 0.0},
-                           ((1.0, 14.0),))
+    wf = make_wavefunction(system, {"preset": "tiny", "prior_anchors": 3, "prior_modulation": True,
+                                    "orbital_init_scale": 0.0}, ((1.0, 14.0),))
     exact = np.array([noninteracting_ground_state(system, v).energy for v in NONINT_DEPTHS]) / 4
     start_var = sample_variance(system, wf.log_psi, wf.init(jax.random.PRNGKey(0)), NONINT_DEPTHS, n_per_depth=64,
                                 n_blocks=5)
     cfg = TrainConfig.from_dict(dict(steps=STEPS_A, batch_size=128, pretrain_steps=0, burn_in=100, mcmc_steps=10,
-                                     learning_rate=0.01, lr_decay_steps=75, checkpoint_every=10_000, log_every=50))
+                                     learning_rate=0.01, lr_decay_steps=75, clip_mad=15.0, checkpoint_every=10_000,
+                                     log_every=50))
     res = run_training(system, wf, NONINT_DEPTHS, cfg, tmp_path)
     e, err = sample_energy(system, wf.log_psi, res.params, NONINT_DEPTHS, n_per_depth=256, n_blocks=20,
                            start=res.mcmc)
@@ -97,16 +98,16 @@ PAIR_TOL = 0.01  # E_M per electron; see the docstring
 @pytest.mark.slow
 def test_two_electrons_against_exact_diagonalisation(tmp_path):
     """1 up + 1 down electron in one moiré cell, λ = 1, V = 5 E_M: the tiny network trained by the
-    engine (orbital pretraining + 200 SR steps, the learning rate 0.01 decaying as 1/(1 + t/75))
-    against `qernel.exact_diagonalization` computed here.
+    engine (orbital pretraining + 200 SR steps, the learning rate 0.01 decaying as 1/(1 + t/75),
+    clip_mad 15) against `qernel.exact_diagonalization` computed here.
 
     The exact energy: the lowest eigenvalue at plane-wave cutoffs 4, 5, 6 (moiré reciprocal
     lengths; seconds), extrapolated E(s) = E_∞ + a s^−p. Each cutoff's energy is an upper bound on
     the exact one and E_∞ lies below them, so the variational check uses E_∞ (E_VMC > E_∞ − 3σ),
     and the accuracy check E_VMC − E_∞ < 0.01 E_M per electron. 0.01 is what this short CPU
-    training reaches (measured 2026-11-30: -0.0014(24) with the prior's modulation off, +0.0037(22)
-    with it on; Var E_L ~ 0.2 E_M² after 200 steps; with the kinetic energy scaled by 1.01 in
-    qernel.hamiltonian, tried and reverted: +0.0316(22), a failure); a 1 % error in the kinetic energy shifts the exact energy by 1 % of ⟨T⟩ (0.034 E_M per
+    training reaches (measured 2026-11-30, this test: -0.0014(24), Var E_L ~ 0.2 E_M² after 200
+    steps; +0.0037(22) with the prior's modulation on, and then +0.0316(22), a failure, with the
+    kinetic energy scaled by 1.01 in qernel.hamiltonian, tried and reverted); a 1 % error in the kinetic energy shifts the exact energy by 1 % of ⟨T⟩ (0.034 E_M per
     electron for the λ = 0 state here, qernel.bands), more than the tolerance."""
     sc = Supercell.diagonal(1)
     system = System(sc, n_up=1, n_down=1, coupling=PAIR_COUPLING, phase=PHASE)
@@ -115,7 +116,8 @@ def test_two_electrons_against_exact_diagonalisation(tmp_path):
     assert e_inf <= energies[-1] and energies[-1] - e_inf < 2e-3  # cutoff error well below the 0.01 checked
     wf = make_wavefunction(system, "tiny", ((PAIR_DEPTH, PAIR_DEPTH),))
     cfg = TrainConfig.from_dict(dict(steps=STEPS_B, batch_size=128, pretrain_steps=100, burn_in=100, mcmc_steps=10,
-                                     learning_rate=0.01, lr_decay_steps=75, checkpoint_every=10_000, log_every=50))
+                                     learning_rate=0.01, lr_decay_steps=75, clip_mad=15.0, checkpoint_every=10_000,
+                                     log_every=50))
     res = run_training(system, wf, [PAIR_DEPTH], cfg, tmp_path)
     e, err = sample_energy(system, wf.log_psi, res.params, [PAIR_DEPTH], n_per_depth=512, n_blocks=20,
                            start=res.mcmc)

@@ -121,8 +121,9 @@ def test_prior_modulation_multiplies_the_band_orbitals(oblique):
     # orbital is (1 + β_dj) φ_j(r_i) with φ the band orbital (qernel.bands), the same factor for
     # every electron and position (an additive β·e^{ik·r} would not give a constant ratio), so
     # each determinant is the exact band determinant times a constant.
-    system, wf, params = oblique
-    params = _zero_neural_orbitals(jax.tree.map(lambda a: a, params))
+    system, _, _ = oblique
+    wf = make_wavefunction(system, dataclasses.replace(SMALL, reference_depth=3.0, prior_modulation=True), RANGE)
+    params = _zero_neural_orbitals(wf.init(jax.random.PRNGKey(0)))
     rng = np.random.default_rng(5)
     for name in ("modulation_up", "modulation_down"):
         bias = params["params"]["orbitals"][name]["bias"]
