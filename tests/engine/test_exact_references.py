@@ -106,8 +106,9 @@ def test_two_electrons_against_exact_diagonalisation(tmp_path):
     the exact one and E_∞ lies below them, so the variational check uses E_∞ (E_VMC > E_∞ − 3σ),
     and the accuracy check E_VMC − E_∞ < 0.01 E_M per electron. 0.01 is what this short CPU
     training reaches (measured 2026-11-30, this test: -0.0014(24), Var E_L ~ 0.2 E_M² after 200
-    steps; +0.0037(22) with the prior's modulation on, and then +0.0316(22), a failure, with the
-    kinetic energy scaled by 1.01 in qernel.hamiltonian, tried and reverted); a 1 % error in the kinetic energy shifts the exact energy by 1 % of ⟨T⟩ (0.034 E_M per
+    steps; with the kinetic energy scaled by 1.01 in qernel.hamiltonian, tried and reverted,
+    +0.0289(23), a failure; with the prior's modulation on +0.0037(22), and +0.0316(22) broken);
+    a 1 % error in the kinetic energy shifts the exact energy by 1 % of ⟨T⟩ (0.034 E_M per
     electron for the λ = 0 state here, qernel.bands), more than the tolerance."""
     sc = Supercell.diagonal(1)
     system = System(sc, n_up=1, n_down=1, coupling=PAIR_COUPLING, phase=PHASE)
