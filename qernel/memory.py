@@ -94,7 +94,7 @@ def forward_flops(n_electrons: int, model) -> float:
     (the orbital heads: the neural amplitude, and the prior's modulation when it is on)."""
     n, m = n_electrons, model
     per_layer = n * (4 * m.d_model * m.d_model + 2 * m.n_experts * m.d_model * m.d_ff) + 2 * n * n * m.d_model
-    heads = 2 if getattr(m, "orbital_prior", False) and getattr(m, "prior_modulation", False) else 1
+    heads = 2 if m.orbital_prior and m.prior_modulation else 1
     dets = m.n_determinants * (heads * m.d_model * n * n + n ** 3)
     return float(2 * (m.n_layers * per_layer + dets + m.jastrow_hidden * n * n * 4))
 
