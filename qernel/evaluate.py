@@ -92,6 +92,7 @@ import xarray as xr
 from qernel import checkpoint, parallel
 from qernel.conditions import COUPLING, DEPTH_ONLY, condition_vector, names_of, parameter
 from qernel.config import config_hash
+from qernel.determinant_sampling import determinant_positions
 from qernel.mcmc import WALKER_AXES, MCMCState, init_walkers, make_mcmc_step
 from qernel.eval_config import EvalConfig  # noqa: F401 (its options, without JAX; re-exported here)
 from qernel.observables import (
@@ -186,7 +187,7 @@ def _split_stats(stats: dict, observables) -> dict[str, np.ndarray]:
 def sample_observables(system: System, log_psi, params, depth, cfg: EvalConfig, key, *,
                        checkpoint_dir=None, mesh=None,
                        callback: Callable[[int, MCMCState, dict], Any] | None = None,
-                       observables=None, condition_names=DEPTH_ONLY) -> xr.Dataset:
+                       observables=None, condition_names=DEPTH_ONLY, start_orbitals=None) -> xr.Dataset:
     """Sample |ψ(·; V)|² at one depth and return the evaluation dataset (module docstring).
 
     log_psi: a `qernel.hamiltonian.LogPsi` (e.g. `Wavefunction.log_psi`, or
@@ -198,7 +199,10 @@ def sample_observables(system: System, log_psi, params, depth, cfg: EvalConfig, 
     estimators (a test hook; returning True stops the sampling early, as if killed).
     observables: the `qernel.observables.Observable`s to measure (default:
     `qernel.observables.default_observables(system, cfg)`; the sampler's retry reads the
-    energy observable's n_nonfinite). The dataset has no provenance attrs (`evaluate_depth` adds them).
+    energy observable's n_nonfinite). start_orbitals(points (M, 2), depth) → (up (M, N_up), down
+    (M, N_down)): the determinant the walkers start from, drawn exactly
+    (`qernel.determinant_sampling`; e.g. `Wavefunction.prior_orbital_values`); None: uniform in
+    the supercell. The dataset has no provenance attrs (`evaluate_depth` adds them).
     Raises ValueError when the newest checkpoint in checkpoint_dir is of another evaluation or
     the condition vector does not fit `condition_names`, FloatingPointError when a step stays
     non-finite after every retry, and SamplingInterrupted when the callback stops the sampling.
@@ -210,11 +214,11 @@ def sample_observables(system: System, log_psi, params, depth, cfg: EvalConfig, 
     dtype = cfg.dtype or "float32"
     with _dtype_context(dtype):
         return _sample(system, log_psi, params, point, cfg, dtype, key, checkpoint_dir, mesh, callback,
-                       observables, names)
+                       observables, names, start_orbitals)
 
 
 def _sample(system, log_psi, params, point, cfg, dtype, key, checkpoint_dir, mesh, callback, observables=None,
-            names=DEPTH_ONLY):
+            names=DEPTH_ONLY, start_orbitals=None):
     depth = float(point[0])
     jdtype = jnp.float64 if dtype == "float64" else jnp.float32
     mesh = parallel.make_mesh() if mesh is None else mesh
@@ -233,6 +237,9 @@ def _sample(system, log_psi, params, point, cfg, dtype, key, checkpoint_dir, mes
     k_init, k_burn, k_meas = (jax.random.fold_in(key, i) for i in range(3))
     cond = jnp.broadcast_to(jnp.asarray(point, jdtype), (w, len(names)))  # the grid point's row, every walker
     state = init_walkers(k_init, system, cond, width=cfg.init_width, dtype=jdtype)
+    if start_orbitals is not None:
+        positions = determinant_positions(jax.random.fold_in(k_init, 1), system, start_orbitals, np.full(w, depth))
+        state = state._replace(positions=jnp.asarray(positions, jdtype))
     series = {name: BlockSeries(n_steps, spec.shape, cfg.max_series_elements) for name, spec in specs.items()}
     burn, measure = _compiled(system, log_psi, observables, cfg.mcmc_steps, float(cfg.target_acceptance))
 
@@ -557,7 +564,9 @@ def evaluate_depth(system: System, wf, checkpoint_path, depth, cfg: EvalConfig, 
             run_attrs.update(finetune_config=json.dumps(options, sort_keys=True), finetune_dir=str(ft_dir))
         ds = sample_observables(system, wf.log_psi, params, where, dataclasses.replace(cfg, dtype=dtype),
                                 jax.random.fold_in(root, 7), checkpoint_dir=work / "sampling", mesh=mesh,
-                                callback=callback, condition_names=names)
+                                callback=callback, condition_names=names,
+                                start_orbitals=wf.prior_orbital_values
+                                if getattr(getattr(wf, "config", None), "orbital_prior", False) else None)
     e_m = attrs.get("energy_unit_meV", ds.attrs["energy_unit_meV"])
     try:
         e_m = float(e_m)

@@ -23,11 +23,15 @@ Maximising Re tr((C U)† B) over unitary U gives U = W V† for the SVD C† B 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
+from qernel.atomic import atomic_path
 from qernel.hartree_fock import band_orbitals_in_basis, hartree_fock
 from qernel.pretrain import TargetOrbitals
 from qernel.system import System
@@ -44,11 +48,13 @@ def procrustes_rotation(c, b):
 
 
 def hartree_fock_targets(system: System, depths, reference_depth: float | None = None, shells: float = 2.0,
-                         starts: int = 2, seeded: bool = True, max_iter: int = 200, seed: int = 0) -> TargetOrbitals:
+                         starts: int = 2, seeded: bool = True, max_iter: int = 200, seed: int = 0,
+                         search_shells: float | None = None) -> TargetOrbitals:
     """HF orbitals at every depth of the grid (E_M), gauge-aligned (module docstring).
 
-    shells: plane-wave cutoff of the HF basis (|K| <= shells·|b|); starts, seeded, max_iter, seed:
-    as `qernel.hartree_fock.hartree_fock` (lowest of several random and crystal-seeded starts).
+    shells: plane-wave cutoff of the HF basis (|K| <= shells·|b|); starts, seeded, max_iter, seed,
+    search_shells: as `qernel.hartree_fock.hartree_fock` (lowest of several random and
+    crystal-seeded starts, searched at search_shells when below shells, then refined).
     Returns TargetOrbitals (depths as given, energies the HF energies in E_M per supercell,
     closed_shell True where the HF solution converged). Raises ValueError for an empty grid.
     """
@@ -60,7 +66,8 @@ def hartree_fock_targets(system: System, depths, reference_depth: float | None =
     results = []
     for v in depths:
         t = time.time()
-        r = hartree_fock(system, float(v), shells=shells, n_starts=starts, seeded=seeded, max_iter=max_iter, seed=seed)
+        r = hartree_fock(system, float(v), shells=shells, n_starts=starts, seeded=seeded, max_iter=max_iter, seed=seed,
+                         search_shells=search_shells)
         log.info(f"HF pretraining target at V={v:g}: E/N = {r.energy / system.n_electrons:.6f} E_M "
                  f"({r.label}, {'converged' if r.converged else 'NOT converged'}, {time.time() - t:.1f} s)")
         results.append(r)
@@ -82,3 +89,57 @@ def hartree_fock_targets(system: System, depths, reference_depth: float | None =
     kpoints = tuple(np.zeros((len(depths), c.shape[2], 2)) for c in coefficients)
     return TargetOrbitals(system, depths, results[0].basis.vectors, kpoints, coefficients,
                           np.array([r.energy for r in results]), np.array([bool(r.converged) for r in results]))
+
+
+#: Hartree–Fock cutoff of an HF orbital prior (ModelConfig.prior_source = "hartree_fock"): the
+#: workflow's HF reference's (qernel.reference.HFOptions: 3 shells, searched at 2), lowered as that
+#: reference lowers it for large supercells (`qernel.reference.choose_shells`).
+PRIOR_SEARCH_SHELLS = 2.0
+
+
+def cache_dir() -> Path:
+    """Where `cached_hartree_fock_targets` remembers its results: $QERNEL_CACHE_DIR, else
+    $XDG_CACHE_HOME/qernel, else ~/.cache/qernel."""
+    if os.environ.get("QERNEL_CACHE_DIR"):
+        return Path(os.environ["QERNEL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qernel"
+
+
+def _digest(*parts) -> str:
+    """sha256 of the arguments' repr and of the source files the result depends on."""
+    h = hashlib.sha256(repr(parts).encode())
+    root = Path(__file__).resolve().parent
+    for name in ("hartree_fock.py", "hartree_fock_targets.py", "bands.py", "moire.py", "lattice.py", "ewald.py",
+                 "system.py", "pretrain.py"):
+        h.update((root / name).read_bytes())
+    return h.hexdigest()[:32]
+
+
+def cached_hartree_fock_targets(system: System, depths, reference_depth: float | None = None, shells: float = 3.0,
+                                search_shells: float | None = PRIOR_SEARCH_SHELLS, starts: int = 2,
+                                seed: int = 0, directory=None) -> TargetOrbitals:
+    """`hartree_fock_targets` remembered on disk (one .npz per arguments and source version in
+    `directory`, default `cache_dir()`): every job that builds the same HF-prior model (pretraining,
+    each depth's evaluation) computes the HF solutions once. The result does not depend on the
+    cache (a miss recomputes it the same way); an unwritable cache only costs the recomputation."""
+    depths = np.atleast_1d(np.asarray(depths, dtype=float))
+    key = _digest(system, depths.tolist(), reference_depth, shells, search_shells, starts, seed)
+    path = Path(directory or cache_dir()) / f"hartree_fock_targets_{key}.npz"
+    try:
+        with np.load(path) as z:
+            log.info(f"HF orbitals of the prior read from {path}")
+            return TargetOrbitals(system, z["depths"], z["gvectors"], (z["k_up"], z["k_down"]),
+                                  (z["c_up"], z["c_down"]), z["energies"], z["closed_shell"])
+    except (OSError, KeyError, ValueError):
+        pass
+    t = hartree_fock_targets(system, depths, reference_depth, shells, starts, True, 200, seed, search_shells)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, depths=t.depths, gvectors=t.gvectors, k_up=t.kpoints[0], k_down=t.kpoints[1],
+                         c_up=t.coefficients[0], c_down=t.coefficients[1], energies=t.energies,
+                         closed_shell=t.closed_shell)
+    except OSError:
+        log.warning(f"could not remember the HF orbitals in {path}")
+    return t

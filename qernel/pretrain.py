@@ -61,6 +61,16 @@ class TargetOrbitals:
         return {"depths": self.depths, "gvectors": self.gvectors, "kpoints": self.kpoints,
                 "coefficients": self.coefficients}
 
+    def orbital_values(self, points, depth: float):
+        """The target orbitals at points (M, 2) (a_M) of the grid depth nearest `depth` (E_M):
+        (up (M, N_up), down (M, N_down)) complex, NumPy. The determinant the walkers start from
+        (`qernel.determinant_sampling`)."""
+        from qernel.determinant_sampling import plane_wave_orbitals
+
+        i = int(np.argmin(np.abs(np.asarray(self.depths, float) - float(depth))))
+        return tuple(plane_wave_orbitals(points, self.gvectors, self.kpoints[s][i], self.coefficients[s][i])
+                     for s in (0, 1))
+
     def orbitals(self, x, index):
         """Target matrices at positions x (N, 2) for depth `index` (see `target_orbitals`)."""
         return target_orbitals(self.tables, self.n_spin, x, index)

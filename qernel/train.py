@@ -76,6 +76,7 @@ from qernel.groups import group_stats
 from qernel.hamiltonian import make_complex_local_energy
 from qernel.loss import centred_local_energies
 from qernel.model.moe import batch_load_balancing_loss
+from qernel.determinant_sampling import determinant_positions
 from qernel.mcmc import WALKER_AXES as WALKER_AXES_MCMC, MCMCState, init_walkers, make_mcmc_step
 from qernel import optim
 from qernel.optim import Optimizer, Samples
@@ -403,6 +404,25 @@ def init_state(system: System, depths, cfg: TrainConfig, keys: TrainKeys, params
     return TrainState(params, opt_state, walkers0, jnp.zeros((), jnp.int32), jnp.zeros(n_depths, dtype))
 
 
+def start_walkers(state: TrainState, system: System, wf, targets: TargetOrbitals | None, grid, key,
+                  log: Callable[[str], None] = print) -> TrainState:
+    """The state with its walkers drawn exactly from a determinant at each walker's depth
+    (`qernel.determinant_sampling`): the pretraining targets' when given (pretraining samples
+    them), else the model's orbital prior (`wf.prior_orbital_values`); unchanged (uniform in the
+    supercell, `init_state`) when the model has neither. Host arrays in, host arrays out."""
+    if targets is not None:
+        source, name = targets.orbital_values, "pretraining targets"
+    elif getattr(getattr(wf, "config", None), "orbital_prior", False) and hasattr(wf, "prior_orbital_values"):
+        source, name = wf.prior_orbital_values, "orbital prior"
+    else:
+        return state
+    depths = np.asarray(grid.values, float)[np.asarray(state.mcmc.group), 0]
+    positions = determinant_positions(key, system, source, depths)
+    log(f"walkers start drawn exactly from the determinant of the {name} at their depths")
+    mcmc = state.mcmc._replace(positions=jnp.asarray(positions, state.mcmc.positions.dtype))
+    return state.replace(mcmc=mcmc)
+
+
 def default_targets(system: System, wf, depths, cfg: TrainConfig, log=print) -> TargetOrbitals:
     """The pretraining targets `cfg.pretrain_target` names at `depths`, columns following the model's
     reference depth: "bands" (qernel.pretrain.make_targets, cutoff pretrain_shells or the bands
@@ -686,7 +706,11 @@ def _run(system, wf, grid: ConditionGrid, cfg, out_dir, seed, attrs, progress, c
         log(f"resumed from {resume.name} at step {int(state.step)}"
             + (f" (learning rate and step cap × {lr_scale:g} after {rollbacks} rollback(s))" if rollbacks else ""))
     else:
-        state = template
+        if cfg.pretrain_steps > 0 and hasattr(wf, "orbitals") and targets is None:
+            # per depth (with λ in the grid too: each distinct V once, at the system's λ)
+            targets = default_targets(system, wf, depths if grid.n_cond == 1 else np.unique(depths), cfg, log)
+        state = start_walkers(template, system, wf, targets if cfg.pretrain_steps > 0 else None, grid,
+                              jax.random.fold_in(keys.walkers, 1), log)
     state = parallel.place(state, mesh, WALKER_AXES)
 
     # a grid of more than the depth also records its condition vectors (n_cond = 1: as before)
@@ -704,9 +728,6 @@ def _run(system, wf, grid: ConditionGrid, cfg, out_dir, seed, attrs, progress, c
     if resume is None:
         t0 = time.time()
         if cfg.pretrain_steps > 0 and hasattr(wf, "orbitals"):
-            if targets is None:
-                # per depth (with λ in the grid too: each distinct V once, at the system's λ)
-                targets = default_targets(system, wf, depths if grid.n_cond == 1 else np.unique(depths), cfg, log)
             state, losses = pretrain_orbitals(state, targets, system, wf, cfg, keys.pretrain, mesh, log)
             history["pretrain_loss"] = losses
         state = burn_in(state, system, wf, cfg, keys.burn_in)

@@ -92,6 +92,7 @@ OTHER = {
     "pretrain.laplacian": "jvp", "pretrain.learning_rate": 0.01, "pretrain.max_update_norm": 0.1,
     "pretrain.pretrain_shells": 2.0, "pretrain.batch_size": 24, "pretrain.target_acceptance": 0.6,
     "pretrain.sr_momentum": 0.5, "pretrain.matmul_precision": "default", "pretrain.pretrain_target": "hartree_fock",
+    "model.prior_source": "hartree_fock",
     "evaluate.dtype": "float64", "evaluate.laplacian": "jvp", "evaluate.supercell_density_bins": [8, 8],
     "evaluate.density_bins": [6, 6], "evaluate.finetune": {"learning_rate": 0.01}, "evaluate.batch_size": 8,
     "evaluate.target_acceptance": 0.6, "evaluate.max_series_elements": 2**20,
@@ -116,6 +117,10 @@ def other_value(key: str, current):
     if isinstance(current, float):
         return current * 0.5 if current else 0.25
     raise AssertionError(f"no other value for {key} = {current!r}: add one to OTHER")
+
+
+#: Keys whose other value is valid only with another model key changed too (of the same class).
+COMPANIONS = {"model.prior_source": {"prior_anchors": 2}}
 
 
 def edited(key: str) -> tuple[dict, dict]:
@@ -145,7 +150,7 @@ def edited(key: str) -> tuple[dict, dict]:
         part, name = key.split(".", 1)
         current = resolved[part].get(name) if isinstance(resolved.get(part), dict) else None
         if part == "model":
-            new["model"] = {name: other_value(key, current)}
+            new["model"] = {name: other_value(key, current), **COMPANIONS.get(key, {})}
         else:
             new.setdefault(part, {})[name] = other_value(key, current)
     return {"sweeps": {"t": base}}, {"sweeps": {"t": new}}

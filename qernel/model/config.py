@@ -18,6 +18,8 @@ from typing import Any
 from qernel.numerics import DTYPES
 
 ROUTER_INPUTS = ("condition", "electron")
+#: The orbitals an anchored orbital prior can be built from (ModelConfig.prior_source).
+PRIOR_SOURCES = ("bands", "hartree_fock")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +67,15 @@ class ModelConfig:
       only. Opt-in: it cut the λ = 0 miss at V = 10 E_M ~7x (with clip_mad 15), but at V = 1,
       from a random start, it left Var E_L ~100x higher after the same training (its head and
       the additive one are nearly redundant where the band orbitals are smooth).
+    prior_source: the orbitals of the anchored prior (prior_anchors > 1): "bands" (the exact
+      non-interacting orbitals, the default) or "hartree_fock" (the symmetry-broken Hartree–Fock
+      orbitals at each anchor depth, qernel.hartree_fock_targets: at large V the generalised
+      Wigner crystal's determinant, which the band determinant is far above; computed when the
+      model is built, seconds to minutes per anchor, remembered on disk by
+      `qernel.hartree_fock_targets.cached_hartree_fock_targets`). Measured on the demo system at
+      V = 10 E_M alone (128 walkers, 200 SR steps, lr 0.02, orbital_init_scale 0,
+      prior_modulation): −30.21 ± 0.02 E_M per hole, at the HF energy (−30.2127) with
+      Var E_L ~2, against −29.45 for the shipped demo (bands prior).
     wrap_positions: map positions into the supercell first (better float32 periodicity).
     dtype: parameter dtype, "float32" or "float64" (float64 needs jax_enable_x64).
     Raises ValueError for an invalid field or combination of fields (naming them).
@@ -93,6 +104,7 @@ class ModelConfig:
     reference_depth: float | None = None
     prior_anchors: int = 1
     prior_modulation: bool = False
+    prior_source: str = "bands"
     wrap_positions: bool = True
     dtype: str = "float32"
 
@@ -112,6 +124,11 @@ class ModelConfig:
         if self.prior_anchors > 1 and not self.complex_output:
             raise ValueError(f"prior_anchors = {self.prior_anchors} needs complex_output = true "
                              "(a real prior is built at the reference depth only); set prior_anchors: 1")
+        if self.prior_source not in PRIOR_SOURCES:
+            raise ValueError(f"prior_source must be one of {PRIOR_SOURCES}, got {self.prior_source!r}")
+        if self.prior_source != "bands" and self.orbital_prior and self.prior_anchors < 2:
+            raise ValueError(f"prior_source = {self.prior_source!r} needs prior_anchors >= 2 (the anchor depths "
+                             f"where its orbitals are computed), got {self.prior_anchors}")
         if self.router_input not in ROUTER_INPUTS:
             raise ValueError(f"router_input must be one of {ROUTER_INPUTS}, got {self.router_input!r}")
         if self.dtype not in DTYPES:

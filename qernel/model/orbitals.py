@@ -152,12 +152,15 @@ def _spin_reference(gs: GroundState, occupied, supercell: Supercell, complex_out
 
 
 def reference_orbitals(system, ground_state: GroundState, depth: float, complex_output: bool,
-                       anchor_depths=None) -> OrbitalReference:
+                       anchor_depths=None, prior_source: str = "bands") -> OrbitalReference:
     """Tables of envelopes and prior from the non-interacting ground state at `depth`.
 
     anchor_depths: None, or the (M,) depths (E_M, M >= 2) of a V-dependent prior (complex
     output only; ValueError otherwise). The bands are solved at the plane-wave cutoff of
     `ground_state`'s basis (qernel.bands.DEFAULT_SHELLS when it came from the default solver).
+    prior_source: the anchors' orbitals, "bands" or "hartree_fock" (ModelConfig.prior_source;
+    the HF cutoff is the workflow HF reference's, `qernel.reference.choose_shells`; ValueError
+    when even its smallest basis is over that reference's plane-wave bound).
     """
     sc = system.supercell
     anchors = None
@@ -167,7 +170,21 @@ def reference_orbitals(system, ground_state: GroundState, depth: float, complex_
         grid = np.sort(np.asarray(anchor_depths, dtype=float))
         if len(grid) < 2 or np.any(np.diff(grid) <= 0):
             raise ValueError(f"anchor depths must be >= 2 distinct values, got {grid.tolist()}")
-        t = make_targets(system, grid, reference_depth=float(depth))
+        if prior_source == "hartree_fock":
+            from qernel.hartree_fock_targets import cached_hartree_fock_targets
+            from qernel.reference import HFOptions, choose_shells
+
+            options = HFOptions()
+            shells, size = choose_shells(system, options)
+            if shells is None:
+                raise ValueError(f"model.prior_source: hartree_fock: the smallest HF basis has {size} plane waves, over "
+                                 f"the bound of {options.max_plane_waves}; use prior_source: bands for this supercell")
+            t = cached_hartree_fock_targets(system, grid, reference_depth=float(depth), shells=shells,
+                                            search_shells=min(options.search_shells, shells), starts=options.starts)
+        elif prior_source == "bands":
+            t = make_targets(system, grid, reference_depth=float(depth))
+        else:
+            raise ValueError(f"prior_source must be 'bands' or 'hartree_fock', got {prior_source!r}")
         for k in t.kpoints:
             check_supercell_periodic(sc, k.reshape(-1, 2))
         anchors = AnchorTables(grid, t.gvectors, t.kpoints, t.coefficients)
@@ -192,6 +209,23 @@ def anchored_prior_orbitals(x, anchors: AnchorTables, spin: int):
     k = jnp.asarray(anchors.kpoints[spin], dtype=x.dtype)  # (M, n, 2)
     bloch = jnp.exp(1j * jnp.einsum("...id,mjd->...mij", x, k))  # (..., M, n, n)
     return bloch * jnp.einsum("...ip,mpj->...mij", plane, coeff)
+
+
+def prior_orbital_values(reference: OrbitalReference, points, depth: float) -> tuple[np.ndarray, np.ndarray]:
+    """The orbital prior's orbitals φ_j(r; V) (without the learnable scale) at points (M, 2), a_M,
+    and depth V (E_M): (up (M, N_up), down (M, N_down)) complex, NumPy. With anchors, the
+    hat-function interpolation of the module docstring (constant beyond the ends); without, the
+    reference depth's orbitals at every V (for real ψ the complex orbitals, which span the same
+    space). Where the walkers start (`qernel.determinant_sampling`)."""
+    from qernel.determinant_sampling import plane_wave_orbitals
+
+    anchors = reference.anchors
+    if anchors is None:
+        return tuple(plane_wave_orbitals(points, ref.gvectors, ref.kpoints, ref.coefficients)
+                     for ref in (reference.up, reference.down))
+    weights = np.array([np.interp(float(depth), anchors.depths, e) for e in np.eye(anchors.n)])
+    return tuple(sum(w * plane_wave_orbitals(points, anchors.gvectors, anchors.kpoints[s][m], anchors.coefficients[s][m])
+                     for m, w in enumerate(weights) if w != 0.0) for s in (0, 1))
 
 
 def bloch_envelope(x, ref: SpinReference, complex_output: bool):

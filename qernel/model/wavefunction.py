@@ -31,7 +31,7 @@ from qernel.model.config import ModelConfig
 from qernel.model.features import feature_vectors, one_electron_features
 from qernel.model.film import FiLM, normalise_condition
 from qernel.model.jastrow import Jastrow
-from qernel.model.orbitals import OrbitalReference, Orbitals, reference_orbitals
+from qernel.model.orbitals import OrbitalReference, Orbitals, prior_orbital_values, reference_orbitals
 from qernel.model.transformer import Transformer
 from qernel.system import System
 
@@ -136,6 +136,14 @@ class Wavefunction:
             self._compiled_init = {"signature": signature, "fn": compiled}
         return self._compiled_init["fn"](k_params, x, cond)
 
+    def prior_orbital_values(self, points, depth: float):
+        """The orbital prior's orbitals at points (M, 2) (a_M) and depth V (E_M): (up (M, N_up),
+        down (M, N_down)) complex, or None when the model has no orbital prior
+        (`qernel.model.orbitals.prior_orbital_values`). The determinant the walkers start from."""
+        if not self.config.orbital_prior:
+            return None
+        return prior_orbital_values(self.reference, points, depth)
+
     def orbitals(self, params, x, cond) -> list:
         """[Φ_up (n_det, N_up, N_up), Φ_down (n_det, N_dn, N_dn)]: ψ = e^J Σ_d Π_s det Φ_s^d."""
         mats, _, _ = self.module.apply(params, x, cond)
@@ -176,7 +184,7 @@ class Wavefunction:
             f"  features: {len(self.gvectors)} wave vectors (±G pairs); condition {self.condition_names} "
             f"range {self.cond_range}",
             f"  orbitals: {cfg.n_determinants} determinants, envelopes at {len(k_up)} distinct k (up), "
-            f"prior {'off' if not cfg.orbital_prior else (f'at V={self.reference.depth:g}' if self.reference.anchors is None else f'at V={[round(float(v), 4) for v in self.reference.anchors.depths]}')} "
+            f"prior {'off' if not cfg.orbital_prior else (f'at V={self.reference.depth:g}' if self.reference.anchors is None else f'{cfg.prior_source} at V={[round(float(v), 4) for v in self.reference.anchors.depths]}')} "
             f"({'closed' if self.reference.ground_state.closed_shell else 'open'} shell)",
             "  parameters:",
         ]
@@ -213,6 +221,6 @@ def make_wavefunction(system: System, cfg: "ModelConfig | str | dict",
     lo, hi = cond_range[0]
     if cfg.orbital_prior and cfg.prior_anchors > 1 and hi > lo:
         anchors = np.linspace(max(lo, 0.0), hi, cfg.prior_anchors)
-    reference = reference_orbitals(system, gs, depth, cfg.complex_output, anchors)
+    reference = reference_orbitals(system, gs, depth, cfg.complex_output, anchors, cfg.prior_source)
     gvectors = feature_vectors(system.supercell, cfg.supercell_shells, cfg.moire_shells, cfg.k_point_features)
     return Wavefunction(system, cfg, cond_range, reference, gvectors, names)

@@ -1,0 +1,90 @@
+"""The Hartree–Fock orbital prior (ModelConfig.prior_source = "hartree_fock"), against the HF solver.
+
+At an anchor depth the prior's orbitals must span the occupied space of the Hartree–Fock
+solution that `qernel.hartree_fock.hartree_fock` finds on its own (the same starts and cutoff),
+and the model with its neural parts at zero must be that determinant: log ψ differences between
+configurations equal the HF determinant's (the cusp-free Jastrow is zero at initialisation).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from qernel.hartree_fock import hartree_fock, orbital_values
+from qernel.hartree_fock_targets import cached_hartree_fock_targets
+from qernel.lattice import Supercell
+from qernel.model import make_wavefunction
+from qernel.reference import HFOptions, choose_shells
+from qernel.system import System
+
+SYSTEM = System(Supercell.diagonal(2), n_up=2, n_down=1, coupling=4.0, phase=np.deg2rad(45.0))
+ANCHORS = (2.0, 8.0)
+
+
+def _projector(phi):
+    q, _ = np.linalg.qr(phi)
+    return q @ q.conj().T
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory):
+    with jax.enable_x64(True):
+        wf = make_wavefunction(SYSTEM, {"preset": "tiny", "prior_anchors": 2, "prior_source": "hartree_fock",
+                                        "orbital_init_scale": 0.0, "jastrow_cusp": False, "dtype": "float64"},
+                               (ANCHORS,))
+        yield wf, wf.init(jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="module")
+def hf_solutions():
+    """The HF solutions at the anchors, found by the HF solver itself (the prior's options)."""
+    options = HFOptions()
+    shells, _ = choose_shells(SYSTEM, options)
+    return {v: hartree_fock(SYSTEM, v, shells=shells, n_starts=options.starts, seed=0, max_iter=200,
+                            search_shells=options.search_shells) for v in ANCHORS}
+
+
+def test_prior_spans_the_hartree_fock_solution_at_each_anchor(hf_model, hf_solutions):
+    wf, _ = hf_model
+    points = SYSTEM.supercell.to_cart(np.random.default_rng(0).uniform(size=(40, 2)))
+    for v, hf in hf_solutions.items():
+        assert hf.converged
+        for spin in (0, 1):
+            exact = orbital_values(hf, spin, points)
+            prior = wf.prior_orbital_values(points, v)[spin]
+            assert np.abs(_projector(prior) - _projector(exact)).max() < 1e-8, (v, spin)
+
+
+def test_model_with_zero_neural_parts_is_the_hartree_fock_determinant(hf_model, hf_solutions):
+    wf, params = hf_model
+    v = ANCHORS[1]
+    hf = hf_solutions[v]
+    x = SYSTEM.supercell.to_cart(np.random.default_rng(1).uniform(size=(6, SYSTEM.n_electrons, 2)))
+
+    def log_det(r):
+        up = np.linalg.slogdet(orbital_values(hf, 0, r[:SYSTEM.n_up]))
+        dn = np.linalg.slogdet(orbital_values(hf, 1, r[SYSTEM.n_up:]))
+        return up[1] + dn[1]
+
+    with jax.enable_x64(True):
+        cond = jnp.full((len(x), 1), v)
+        model = np.asarray(jax.vmap(wf.log_psi, (None, 0, 0))(params, jnp.asarray(x), cond).real)
+    exact = np.array([log_det(r) for r in x])
+    np.testing.assert_allclose(model - model[0], exact - exact[0], atol=1e-8)
+
+
+def test_cache_returns_what_was_computed(tmp_path):
+    first = cached_hartree_fock_targets(SYSTEM, [3.0], directory=tmp_path, shells=2.0)
+    assert len(list(tmp_path.glob("hartree_fock_targets_*.npz"))) == 1
+    again = cached_hartree_fock_targets(SYSTEM, [3.0], directory=tmp_path, shells=2.0)
+    for a, b in zip(first.coefficients, again.coefficients):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(first.energies, again.energies)
+
+
+def test_needs_anchors():
+    with pytest.raises(ValueError, match="prior_source.*prior_anchors"):
+        make_wavefunction(SYSTEM, {"preset": "tiny", "prior_source": "hartree_fock"}, ((0.0, 1.0),))
