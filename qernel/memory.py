@@ -137,8 +137,11 @@ def step_estimate(n_electrons: int, n_params: int, walkers: int, model, chunk: i
 def _n_params(system, model, cond_range, condition_names=None) -> int:
     import jax
 
-    from qernel.model import make_wavefunction
+    from qernel.model import ModelConfig, make_wavefunction
 
+    # the prior's source sets only constant tables, not parameter shapes: count with the band
+    # orbitals, which need no Hartree–Fock solutions (minutes) before any job runs
+    model = dataclasses.replace(ModelConfig.from_spec(model), prior_source="bands")
     wf = make_wavefunction(system, model, cond_range, condition_names)
     shapes = jax.eval_shape(wf.init, jax.random.PRNGKey(0))
     return int(sum(math.prod(a.shape) for a in jax.tree.leaves(shapes)))
