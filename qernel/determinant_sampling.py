@@ -27,14 +27,14 @@ Shapes: positions in a_M; orbital values (M, n) on M grid points; samples (W, n,
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from qernel.lattice import Supercell
 
-#: Grid points per moiré-cell side of the discretisation (spacing a_M / 16 ≈ 0.06 a_M; a site's
-#: orbital at V = 10 E_M has a width ~0.2 a_M).
-GRID_PER_CELL = 16
+#: Grid points per a_M along each supercell edge (spacing 0.1 a_M; a site's orbital at
+#: V = 10 E_M has a width ~0.2 a_M, and the jitter and the burn-in smooth the rest). The cost
+#: of a draw is ~M·n² per walker (M grid points, n electrons per spin).
+GRID_PER_CELL = 10
 
 
 def grid_points(supercell: Supercell, per_cell: int = GRID_PER_CELL) -> tuple[np.ndarray, np.ndarray]:
@@ -59,24 +59,24 @@ def plane_wave_orbitals(points, gvectors, kpoints, coefficients):
     return np.exp(1j * points @ np.asarray(kpoints, float).T) * (plane @ np.asarray(coefficients))
 
 
-def _sample_indices(key, basis, n_samples: int):
-    """Chain-rule sampling of a projection DPP. basis (M, n) with orthonormal columns; (n_samples, n) int."""
+def _sample_indices(rng: np.random.Generator, basis: np.ndarray, n_samples: int) -> np.ndarray:
+    """Chain-rule sampling of a projection DPP. basis (M, n) with orthonormal columns; (n_samples, n)
+    int. NumPy, vectorised over samples in chunks of ~2·10⁷ numbers (no compilation)."""
     m, n = basis.shape
-
-    def one(k):
-        def body(i, carry):
-            rows, chosen = carry
-            weight = jnp.sum(jnp.abs(rows) ** 2, axis=1)
-            x = jax.random.categorical(jax.random.fold_in(k, i), jnp.log(jnp.maximum(weight, 1e-300)))
-            u = rows[x] / jnp.linalg.norm(rows[x])
+    out = np.empty((n_samples, n), dtype=np.int64)
+    chunk = max(1, int(2e7 // max(1, m * n)))
+    for start in range(0, n_samples, chunk):
+        k = min(chunk, n_samples - start)
+        rows = np.repeat(basis[None], k, axis=0)  # (k, M, n)
+        for i in range(n):
+            cdf = np.cumsum(np.sum(np.abs(rows) ** 2, axis=2), axis=1)  # (k, M)
+            x = np.minimum(np.sum(cdf < rng.uniform(size=(k, 1)) * cdf[:, -1:], axis=1), m - 1)
+            u = rows[np.arange(k), x]
+            u = u / np.linalg.norm(u, axis=1, keepdims=True)
             # condition on x: project every row orthogonally to the drawn row's direction
-            rows = rows - (rows @ jnp.conj(u))[:, None] * u[None, :]
-            return rows, chosen.at[i].set(x)
-
-        _, chosen = jax.lax.fori_loop(0, n, body, (basis, jnp.zeros(n, jnp.int32)))
-        return chosen
-
-    return jax.lax.map(one, jax.random.split(key, n_samples))
+            rows -= np.matmul(rows, u.conj()[:, :, None]) * u[:, None, :]
+            out[start:start + k, i] = x
+    return out
 
 
 def sample_determinant(key, orbital_values, points, steps, n_samples: int) -> np.ndarray:
@@ -94,11 +94,9 @@ def sample_determinant(key, orbital_values, points, steps, n_samples: int) -> np
     d = np.abs(np.diag(r))
     if d.min() <= 1e-10 * d.max():
         raise ValueError(f"the {n} orbitals are linearly dependent on the sampling grid (no determinant to sample)")
-    k_idx, k_jit = jax.random.split(key)
-    with jax.default_device(jax.devices("cpu")[0]):
-        idx = np.asarray(_sample_indices(k_idx, jnp.asarray(q, jnp.complex128 if jax.config.jax_enable_x64
-                                                            else jnp.complex64), n_samples))
-        jitter = np.asarray(jax.random.uniform(k_jit, (n_samples, n, 2), minval=-0.5, maxval=0.5))
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    idx = _sample_indices(rng, q, n_samples)
+    jitter = rng.uniform(-0.5, 0.5, size=(n_samples, n, 2))
     return points[idx] + jitter @ np.asarray(steps)
 
 
