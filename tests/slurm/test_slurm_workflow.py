@@ -6,14 +6,13 @@ tiny sweep with ``snakemake --profile slurm`` -- the bare profile name, from
 the root of a copy of the workflow -- plus the CI override layered over it
 (tests/slurm/profile, merged by tests/slurm/layer_profile.py):
 
-1. SLURM run 1, from scratch, with one job (``observables`` at one depth) made
+1. reference: the same sweep run locally (``--cores 2``; in the background
+   while SLURM run 1 goes on, to save wall time);
+2. SLURM run 1, from scratch, with one job (``observables`` at one depth) made
    to fail on purpose (tests/slurm/inject/sitecustomize.py) and --keep-going:
    every other job goes through sbatch (the plugin's ``sbatch call:`` lines are
    captured), none asks for a GPU, they complete; Snakemake reports the failed
    job with its SLURM log path, and that log exists;
-2. reference: the same sweep run locally (``--cores 2``; in the background
-   while SLURM run 2 goes on, to save wall time; after run 1, so that its jobs
-   find run 1's compiled programs in the compilation cache);
 3. SLURM run 2, fixed: exactly what is missing runs (the failed job and the
    per-sweep jobs downstream of it), finished outputs are not touched; the
    final files are the same set as the local run's and a dry run has nothing
@@ -395,6 +394,12 @@ def test_workflow_through_slurm(cluster, tmp_path, request):
             e["QERNEL_CI_FAIL"] = f"{target.prog}:{fail_rule}:{target.fail_pattern}"
         return e
 
+    # --- reference: a local run, in the background while SLURM run 1 goes on ----------
+    local_dir = make_run_dir(target, tmp_path / "local")
+    local_bg = Snakemake(["--cores", "2", "--configfile", "tiny.yaml"],
+                         local_dir, env_for(local_dir), tmp_path / "local.log")
+    request.addfinalizer(lambda: local_bg.proc.poll() is None and local_bg.proc.kill())
+
     # --- the layered profile --------------------------------------------------------
     run_dir = make_run_dir(target, tmp_path / "slurm")
     layered = tmp_path / "ci-profile"
@@ -408,11 +413,15 @@ def test_workflow_through_slurm(cluster, tmp_path, request):
     # --- SLURM run 1: from scratch, one job failing on purpose --------------------------
     run1 = snakemake([*base, "--keep-going"], run_dir, env_for(run_dir, fail=True),
                      tmp_path / "slurm1.log")
+    local = local_bg.wait()
+    report.append(f"local run (--cores 2, alongside run 1): {local.seconds:.1f} s, exit {local.rc}")
     report.append(f"SLURM run 1 (from scratch, {fail_rule} V={d} failing on purpose, "
                   f"--keep-going): {run1.seconds:.1f} s, exit {run1.rc}, "
                   f"{len(run1.sbatch)} sbatch calls:")
     report += [f"  {short_call(c, run_dir)}" for c in run1.sbatch]
     _write_report(report)
+    assert local.rc == 0, f"local run failed:\n{local.tail()}"
+    assert not local.sbatch
     assert run1.rc not in (0, -1), f"run 1 should fail (one job):\n{run1.tail()}"
     assert re.search(r"^Using profiles slurm and .*ci-profile", run1.main, re.M), \
         "the bare profile name 'slurm' was not used"
@@ -450,14 +459,6 @@ def test_workflow_through_slurm(cluster, tmp_path, request):
     done1 = {p: (run_dir / p).stat().st_mtime_ns for p in tree(run_dir, ["results"])
              if not re.search(r"(^|/)(logs|benchmarks)/", p)}
 
-    # --- reference: a local run, in the background while SLURM run 2 goes on ----------
-    # (not alongside run 1: its jobs would compile the same JAX programs as run 1's at the same
-    # time; after run 1 they load them from the session's compilation cache, ~60 s of CPU less)
-    local_dir = make_run_dir(target, tmp_path / "local")
-    local_bg = Snakemake(["--cores", "2", "--configfile", "tiny.yaml"],
-                         local_dir, env_for(local_dir), tmp_path / "local.log")
-    request.addfinalizer(lambda: local_bg.proc.poll() is None and local_bg.proc.kill())
-
     # --- SLURM run 2: fixed; only what is missing runs -----------------------------------
     run2 = snakemake(base, run_dir, env_for(run_dir), tmp_path / "slurm2.log")
     report.append(f"SLURM run 2 (after the fix): {run2.seconds:.1f} s, exit {run2.rc}, "
@@ -475,12 +476,6 @@ def test_workflow_through_slurm(cluster, tmp_path, request):
         assert (run_dir / p).stat().st_mtime_ns == t, f"{p} was rebuilt by run 2"
     for call in run2.sbatch:
         assert "--gpus" not in call and "--gres" not in call, f"GPU request left: {call}"
-
-    local = local_bg.wait()
-    report.append(f"local run (--cores 2, alongside run 2): {local.seconds:.1f} s, exit {local.rc}")
-    _write_report(report)
-    assert local.rc == 0, f"local run failed:\n{local.tail()}"
-    assert not local.sbatch
 
     # --- the result ---------------------------------------------------------------------
     # every job of the local run except local rules ran through sbatch (the failed one twice)
