@@ -731,6 +731,11 @@ def _run(system, wf, grid: ConditionGrid, cfg, out_dir, seed, attrs, progress, c
             state, losses = pretrain_orbitals(state, targets, system, wf, cfg, keys.pretrain, mesh, log)
             history["pretrain_loss"] = losses
         state = burn_in(state, system, wf, cfg, keys.burn_in)
+        # placed again as a resumed state is: the jitted burn-in hands back its walkers with the
+        # compiler's sharding (replicated on one device), and the training step compiled for
+        # those is another program than the one a resumed run compiles (batch-sharded walkers),
+        # so a resume would find nothing in the persistent compilation cache. Same values.
+        state = parallel.place(state, mesh, WALKER_AXES)
         acc = np.asarray(state.mcmc.acceptance)
         log(f"pretraining + burn-in done in {time.time() - t0:.1f} s; acceptance per depth {[round(float(a), 3) for a in acc]}")
         save(parallel.to_host(state), history, {"lr_scale": lr_scale, "rollbacks": rollbacks})

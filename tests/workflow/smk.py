@@ -95,3 +95,32 @@ def small_sweep(depths=(0.0, 1.0), **changes) -> dict:
     }
     sweep.update(changes)
     return sweep
+
+
+#: A very small network (the `tiny` preset made smaller): the workflow tests' real training.
+TINY_MODEL = {"preset": "tiny", "d_model": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "n_experts": 2,
+              "top_k": 1, "d_ff": 16, "film_hidden": 8, "n_determinants": 1, "jastrow_hidden": 8}
+#: Its depth labels.
+TINY_DEPTHS = ["0.000", "6.000"]
+
+
+def tiny_sweep(steps: int = 20, checkpoint_every: int = 5, energy_unit_meV: float | None = 3.3756) -> dict:
+    """Two depths, a very small model, a few steps: the pipeline's plumbing, not its physics.
+
+    The workflow tests that train for real (test_end_to_end, test_config_edits) use this one
+    sweep, whatever their steps and shown units: their jobs then compile the same JAX programs,
+    and a test that follows another on the same xdist worker (tests/conftest.py GROUPS) loads
+    them from the session's compilation cache instead of compiling them again."""
+    system = {"supercell": [[2, 0], [0, 2]], "n_up": 2, "n_down": 0, "units": "moire", "coupling": 10.62,
+              "phase_deg": 45}
+    if energy_unit_meV is not None:
+        system["energy_unit_meV"] = energy_unit_meV
+    return {
+        "system": system,
+        "depths": [float(v) for v in TINY_DEPTHS],
+        "model": dict(TINY_MODEL),
+        "pretrain": {"steps": steps, "batch_size": 32, "pretrain_steps": 5, "burn_in": 10, "mcmc_steps": 2,
+                     "checkpoint_every": checkpoint_every, "log_every": 5},
+        "evaluate": {"finetune_steps": 0, "samples": 1280, "batch_size": 64, "mcmc_steps": 2, "burn_in": 20},
+        "seed": 0,
+    }

@@ -19,21 +19,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smk import REPO, SNAKEFILE, dry_run_jobs, job_counts, small_sweep, snakemake, write_config
+from smk import REPO, SNAKEFILE, TINY_MODEL, dry_run_jobs, job_counts, small_sweep, snakemake, tiny_sweep, write_config
 
-MINI_MODEL = {"preset": "tiny", "d_model": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "n_experts": 2,
-              "top_k": 1, "d_ff": 16, "film_hidden": 8, "n_determinants": 1, "jastrow_hidden": 8}
-
-
-def tiny_sweep() -> dict:
-    """Two electrons in one cell at two depths, a very small model, a few steps: the plumbing."""
-    return {"system": {"supercell": [[1, 0], [0, 1]], "n_up": 1, "n_down": 1, "units": "moire", "coupling": 2.0,
-                       "phase_deg": 45},
-            "depths": [1.0, 5.0], "model": MINI_MODEL,
-            "pretrain": {"steps": 4, "batch_size": 16, "pretrain_steps": 0, "burn_in": 10, "mcmc_steps": 2,
-                         "checkpoint_every": 2, "log_every": 2},
-            "evaluate": {"samples": 64, "batch_size": 16, "burn_in": 10, "mcmc_steps": 2, "pair_correlation_bins": 6,
-                         "density_bins": 6}}
+def chain_sweep() -> dict:
+    """The workflow tests' tiny sweep (smk.tiny_sweep: its jobs load the programs test_end_to_end's
+    compiled, this test running after those on the same worker, tests/conftest.py GROUPS), with
+    energy_unit_meV and evaluate.finetune_steps left to their defaults: the edits below write
+    them out."""
+    sweep = tiny_sweep(steps=4, checkpoint_every=2, energy_unit_meV=None)
+    del sweep["evaluate"]["finetune_steps"]
+    return sweep
 
 
 def odd_project(tmp_path: Path) -> tuple[Path, Path]:
@@ -63,7 +58,7 @@ def run_in(root: Path, python: Path, *args, timeout: float = 900):
 def test_tiny_chain_from_paths_with_spaces_and_edits_that_change_nothing(tmp_path):
     root, python = odd_project(tmp_path)
     cfg = root / "config" / "config.yaml"
-    sweep = tiny_sweep()
+    sweep = chain_sweep()
     write_config(cfg, {"on": sweep})  # `on`: a name YAML reads as true
     text = cfg.read_text()
     assert "'on':" in text
@@ -92,10 +87,10 @@ def test_tiny_chain_from_paths_with_spaces_and_edits_that_change_nothing(tmp_pat
 
     # compute keys, defaults written out, equivalent spellings, resources, description: nothing reruns
     same = yaml.safe_load(yaml.safe_dump(sweep))
-    same["model"] = {**MINI_MODEL, "n_layers": 1, "dtype": "float32"}  # a default written out
+    same["model"] = {**TINY_MODEL, "n_layers": 1, "dtype": "float32"}  # a default written out
     same["pretrain"].update(optimizer="sr", log_every=1, max_vmap_batch_size=8, checkpoint_every=3, laplacian="jvp")
     same["evaluate"].update(max_vmap_batch_size=4, checkpoint_every=2, finetune_steps=0)
-    same["depths"] = {"start": 1.0, "stop": 5.0, "num": 2}
+    same["depths"] = {"start": 0.0, "stop": 6.0, "num": 2}
     same["description"] = "the same run"
     same["resources"] = {"pretrain": {"runtime": 5, "mem_mb": 1000}}
     counts = plan(same)

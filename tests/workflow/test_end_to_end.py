@@ -6,7 +6,7 @@ workflow, through the snakemake command line as a user runs it.
   (and the per-sweep phase diagram and figures);
 - a pretraining job killed mid-run resumes from its checkpoint when the workflow is restarted.
 
-The budget of a first run (at most 3 minutes on a 2-core CPU for the tiny sweep below, every job
+The budget of a first run (at most 3 minutes on a 2-core CPU for the tiny sweep, smk.tiny_sweep, every job
 compiling its programs itself) is a speed measurement: it is checked on demand by
 benchmarks/bench_workflow.py (benchmarks/README.md), which runs this sweep with no compilation
 cache. The tests here use the test session's JAX compilation cache (tests/conftest.py), which
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from smk import REPO, job_counts, snakemake, write_config
+from smk import REPO, TINY_DEPTHS, job_counts, snakemake, tiny_sweep, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -54,22 +54,7 @@ _MISSING_TRAINING = [m for m in _MISSING if m.startswith(("qernel.model", "qerne
 requires_training = pytest.mark.skipif(
     bool(_MISSING_TRAINING), reason=f"the engine is not there yet: missing {', '.join(_MISSING_TRAINING)}")
 
-DEPTHS = ["0.000", "6.000"]
-
-
-def tiny_sweep(steps: int = 20, checkpoint_every: int = 5) -> dict:
-    """Two depths, a very small model, a few steps: the pipeline's plumbing, not its physics."""
-    return {
-        "system": {"supercell": [[2, 0], [0, 2]], "n_up": 2, "n_down": 0, "units": "moire",
-                   "coupling": 10.62, "phase_deg": 45, "energy_unit_meV": 3.3756},
-        "depths": [float(v) for v in DEPTHS],
-        "model": {"preset": "tiny", "d_model": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "n_experts": 2,
-                  "top_k": 1, "d_ff": 16, "film_hidden": 8, "n_determinants": 1, "jastrow_hidden": 8},
-        "pretrain": {"steps": steps, "batch_size": 32, "pretrain_steps": 5, "burn_in": 10, "mcmc_steps": 2,
-                     "checkpoint_every": checkpoint_every, "log_every": 5},
-        "evaluate": {"finetune_steps": 0, "samples": 1280, "batch_size": 64, "mcmc_steps": 2, "burn_in": 20},
-        "seed": 0,
-    }
+DEPTHS = TINY_DEPTHS
 
 
 def workflow_copy(tmp_path: Path, sweep: dict) -> Path:
