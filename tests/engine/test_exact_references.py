@@ -105,8 +105,9 @@ def test_two_electrons_against_exact_diagonalisation(tmp_path):
     lengths; seconds), extrapolated E(s) = E_∞ + a s^−p. Each cutoff's energy is an upper bound on
     the exact one and E_∞ lies below them, so the variational check uses E_∞ (E_VMC > E_∞ − 3σ),
     and the accuracy check E_VMC − E_∞ < 0.01 E_M per electron. 0.01 is what this short CPU
-    training reaches (measured 2026-11-30, this test: -0.0014(24), Var E_L ~ 0.2 E_M² after 200
-    steps; with the kinetic energy scaled by 1.01 in qernel.hamiltonian, tried and reverted,
+    training reaches (measured 2026-11-30, this test: +0.0056(24) with the walkers starting from
+    the pretraining targets' determinant, qernel.determinant_sampling; -0.0014(24) from the
+    earlier uniform start; Var E_L ~ 0.2 E_M² after 200 steps; with the kinetic energy scaled by 1.01 in qernel.hamiltonian, tried and reverted,
     +0.0289(23), a failure; with the prior's modulation on +0.0037(22), and +0.0316(22) broken);
     a 1 % error in the kinetic energy shifts the exact energy by 1 % of ⟨T⟩ (0.034 E_M per
     electron for the λ = 0 state here, qernel.bands), more than the tolerance."""
