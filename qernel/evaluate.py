@@ -237,9 +237,6 @@ def _sample(system, log_psi, params, point, cfg, dtype, key, checkpoint_dir, mes
     k_init, k_burn, k_meas = (jax.random.fold_in(key, i) for i in range(3))
     cond = jnp.broadcast_to(jnp.asarray(point, jdtype), (w, len(names)))  # the grid point's row, every walker
     state = init_walkers(k_init, system, cond, width=cfg.init_width, dtype=jdtype)
-    if start_orbitals is not None:
-        positions = determinant_positions(jax.random.fold_in(k_init, 1), system, start_orbitals, np.full(w, depth))
-        state = state._replace(positions=jnp.asarray(positions, jdtype))
     series = {name: BlockSeries(n_steps, spec.shape, cfg.max_series_elements) for name, spec in specs.items()}
     burn, measure = _compiled(system, log_psi, observables, cfg.mcmc_steps, float(cfg.target_acceptance))
 
@@ -263,6 +260,9 @@ def _sample(system, log_psi, params, point, cfg, dtype, key, checkpoint_dir, mes
         for name, s in series.items():
             s.sums[...] = np.asarray(raw["series"][name]).reshape(s.sums.shape)
         log.info("resumed sampling from %s at step %d/%d", resume.name, start, n_steps)
+    elif start_orbitals is not None:  # a fresh start: the walkers drawn from the determinant
+        positions = determinant_positions(jax.random.fold_in(k_init, 1), system, start_orbitals, np.full(w, depth))
+        state = state._replace(positions=jnp.asarray(positions, jdtype))
     state = parallel.place(state, mesh, WALKER_AXES)
 
     def save(t: int) -> None:
@@ -566,7 +566,8 @@ def evaluate_depth(system: System, wf, checkpoint_path, depth, cfg: EvalConfig, 
                                 jax.random.fold_in(root, 7), checkpoint_dir=work / "sampling", mesh=mesh,
                                 callback=callback, condition_names=names,
                                 start_orbitals=wf.prior_orbital_values
-                                if getattr(getattr(wf, "config", None), "orbital_prior", False) else None)
+                                if getattr(getattr(wf, "config", None), "orbital_prior", False)
+                                and hasattr(wf, "prior_orbital_values") else None)
     e_m = attrs.get("energy_unit_meV", ds.attrs["energy_unit_meV"])
     try:
         e_m = float(e_m)

@@ -91,10 +91,11 @@ def hartree_fock_targets(system: System, depths, reference_depth: float | None =
                           np.array([r.energy for r in results]), np.array([bool(r.converged) for r in results]))
 
 
-#: Hartree–Fock cutoff of an HF orbital prior (ModelConfig.prior_source = "hartree_fock"): the
-#: workflow's HF reference's (qernel.reference.HFOptions: 3 shells, searched at 2), lowered as that
-#: reference lowers it for large supercells (`qernel.reference.choose_shells`).
-PRIOR_SEARCH_SHELLS = 2.0
+#: Version of the cached HF prior orbitals: bump it when a change to the HF solver or the gauge
+#: walk changes their result. The cache is keyed on the physics inputs and this version, not on the
+#: source text: an unrelated edit must not make a later job (an evaluation of a trained model)
+#: recompute, and possibly land on another of the degenerate symmetry-broken solutions.
+CACHE_VERSION = 1
 
 
 def cache_dir() -> Path:
@@ -106,35 +107,42 @@ def cache_dir() -> Path:
 
 
 def _digest(*parts) -> str:
-    """sha256 of the arguments' repr and of the source files the result depends on."""
-    h = hashlib.sha256(repr(parts).encode())
-    root = Path(__file__).resolve().parent
-    for name in ("hartree_fock.py", "hartree_fock_targets.py", "bands.py", "moire.py", "lattice.py", "ewald.py",
-                 "system.py", "pretrain.py"):
-        h.update((root / name).read_bytes())
-    return h.hexdigest()[:32]
+    """sha256 (32 hex digits) of the arguments' repr and CACHE_VERSION."""
+    return hashlib.sha256(repr((CACHE_VERSION,) + parts).encode()).hexdigest()[:32]
 
 
 def cached_hartree_fock_targets(system: System, depths, reference_depth: float | None = None, shells: float = 3.0,
-                                search_shells: float | None = PRIOR_SEARCH_SHELLS, starts: int = 2,
+                                search_shells: float | None = 2.0, starts: int = 2,
                                 seed: int = 0, directory=None) -> TargetOrbitals:
-    """`hartree_fock_targets` remembered on disk (one .npz per arguments and source version in
+    """`hartree_fock_targets` remembered on disk (one .npz per arguments and CACHE_VERSION in
     `directory`, default `cache_dir()`): every job that builds the same HF-prior model (pretraining,
-    each depth's evaluation) computes the HF solutions once. The result does not depend on the
-    cache (a miss recomputes it the same way); an unwritable cache only costs the recomputation."""
+    each depth's evaluation) computes the HF solutions once and reads the same ones. A missing or
+    unreadable file (corrupt, of other shapes) is recomputed the same way; solutions that did not
+    converge are used (with a warning) but not remembered; an unwritable cache only costs the
+    recomputation."""
     depths = np.atleast_1d(np.asarray(depths, dtype=float))
     key = _digest(system, depths.tolist(), reference_depth, shells, search_shells, starts, seed)
     path = Path(directory or cache_dir()) / f"hartree_fock_targets_{key}.npz"
-    try:
-        with np.load(path) as z:
-            log.info(f"HF orbitals of the prior read from {path}")
-            return TargetOrbitals(system, z["depths"], z["gvectors"], (z["k_up"], z["k_down"]),
-                                  (z["c_up"], z["c_down"]), z["energies"], z["closed_shell"])
-    except (OSError, KeyError, ValueError):
-        pass
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                t = TargetOrbitals(system, z["depths"], z["gvectors"], (z["k_up"], z["k_down"]),
+                                   (z["c_up"], z["c_down"]), z["energies"], z["closed_shell"])
+            shapes_ok = (np.allclose(t.depths, depths) and t.coefficients[0].shape[::2] == (len(depths), system.n_up)
+                         and t.coefficients[1].shape[::2] == (len(depths), system.n_down))
+            if shapes_ok:
+                log.info(f"HF orbitals of the prior read from {path}")
+                return t
+            log.warning(f"{path}: cached HF orbitals of other shapes; recomputing")
+        except Exception as err:  # noqa: BLE001 (any unreadable file: recompute, never stop a job)
+            log.warning(f"{path}: unreadable ({type(err).__name__}: {err}); recomputing")
     t = hartree_fock_targets(system, depths, reference_depth, shells, starts, True, 200, seed, search_shells)
+    if not np.all(t.closed_shell):
+        bad = [float(v) for v, ok in zip(t.depths, t.closed_shell) if not ok]
+        log.warning(f"HF did not converge at V = {bad} E_M: the prior uses the lowest determinant met there "
+                    "(not remembered on disk)")
+        return t
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, depths=t.depths, gvectors=t.gvectors, k_up=t.kpoints[0], k_down=t.kpoints[1],

@@ -247,7 +247,7 @@ def lowered_step(system, model, train_cfg, depths, mesh=None):
     from qernel import parallel
     from qernel.conditions import as_grid
     from qernel.mcmc import init_walkers
-    from qernel.model import make_wavefunction
+    from qernel.model import ModelConfig, make_wavefunction
     from qernel.train import TrainState, make_optimizer, make_train_step
 
     grid = as_grid(depths)
@@ -255,6 +255,9 @@ def lowered_step(system, model, train_cfg, depths, mesh=None):
     n_depths = len(depths)
     dtype = jnp.float64 if train_cfg.dtype == "float64" else jnp.float32
     cond_range = ((float(depths.min()), float(max(depths.max(), depths.min() + 1))),) + grid.cond_range[1:]
+    # the prior's source sets constant tables only (their size aside): built with the band orbitals,
+    # an HF prior would solve Hartree–Fock first (minutes)
+    model = dataclasses.replace(ModelConfig.from_spec(model), prior_source="bands")
     wf = make_wavefunction(system, model, cond_range, grid.names)
     mesh = parallel.make_mesh() if mesh is None else mesh
 

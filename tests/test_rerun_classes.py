@@ -119,7 +119,7 @@ def other_value(key: str, current):
     raise AssertionError(f"no other value for {key} = {current!r}: add one to OTHER")
 
 
-#: Keys whose other value is valid only with another model key changed too (of the same class).
+#: Keys whose other value is valid only with another model key set (on both sides of the edit).
 COMPANIONS = {"model.prior_source": {"prior_anchors": 2}}
 
 
@@ -128,6 +128,8 @@ def edited(key: str) -> tuple[dict, dict]:
     base = copy.deepcopy(BASE)
     if key in ("system.effective_mass", "system.epsilon", "system.moire_length_nm"):
         base["system"] = dict(PHYSICAL)
+    if key in COMPANIONS:  # both sides: only `key` differs
+        base["model"] = dict(COMPANIONS[key])
     resolved = qc.validate_config({"sweeps": {"t": base}})["t"].resolved
     new = copy.deepcopy(base)
     if key == "system.units":

@@ -221,6 +221,9 @@ def make_wavefunction(system: System, cfg: "ModelConfig | str | dict",
     lo, hi = cond_range[0]
     if cfg.orbital_prior and cfg.prior_anchors > 1 and hi > lo:
         anchors = np.linspace(max(lo, 0.0), hi, cfg.prior_anchors)
+    elif cfg.orbital_prior and cfg.prior_source != "bands":
+        raise ValueError(f"model.prior_source: {cfg.prior_source} needs a depth range to anchor at (at least two "
+                         f"depths), got the single depth V = {lo:g}; use prior_source: bands")
     reference = reference_orbitals(system, gs, depth, cfg.complex_output, anchors, cfg.prior_source)
     gvectors = feature_vectors(system.supercell, cfg.supercell_shells, cfg.moire_shells, cfg.k_point_features)
     return Wavefunction(system, cfg, cond_range, reference, gvectors, names)

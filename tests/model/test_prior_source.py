@@ -76,15 +76,33 @@ def test_model_with_zero_neural_parts_is_the_hartree_fock_determinant(hf_model, 
     np.testing.assert_allclose(model - model[0], exact - exact[0], atol=1e-8)
 
 
-def test_cache_returns_what_was_computed(tmp_path):
+def test_cache_is_read_and_a_corrupt_file_is_recomputed(tmp_path, monkeypatch):
+    import qernel.hartree_fock_targets as hft
+
     first = cached_hartree_fock_targets(SYSTEM, [3.0], directory=tmp_path, shells=2.0)
-    assert len(list(tmp_path.glob("hartree_fock_targets_*.npz"))) == 1
+    files = list(tmp_path.glob("hartree_fock_targets_*.npz"))
+    assert len(files) == 1
+    solve = hft.hartree_fock_targets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(hft, "hartree_fock_targets", refuse)
     again = cached_hartree_fock_targets(SYSTEM, [3.0], directory=tmp_path, shells=2.0)
     for a, b in zip(first.coefficients, again.coefficients):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(first.energies, again.energies)
+    monkeypatch.setattr(hft, "hartree_fock_targets", solve)
+    for junk in (b"", b"PK\x03\x04junk"):
+        files[0].write_bytes(junk)
+        redone = cached_hartree_fock_targets(SYSTEM, [3.0], directory=tmp_path, shells=2.0)
+        np.testing.assert_allclose(redone.energies, first.energies)
+        assert files[0].stat().st_size > 100  # rewritten
 
 
-def test_needs_anchors():
+def test_needs_anchors_and_a_depth_range():
     with pytest.raises(ValueError, match="prior_source.*prior_anchors"):
         make_wavefunction(SYSTEM, {"preset": "tiny", "prior_source": "hartree_fock"}, ((0.0, 1.0),))
+    with pytest.raises(ValueError, match="prior_source: hartree_fock needs a depth range"):
+        make_wavefunction(SYSTEM, {"preset": "tiny", "prior_anchors": 2, "prior_source": "hartree_fock"},
+                          ((5.0, 5.0),))

@@ -64,3 +64,42 @@ def test_deep_potential_walkers_start_one_per_minimum():
     nearest = np.argmin(d, axis=-1)
     one_per_site = np.all(np.sort(nearest, axis=1) == np.arange(4), axis=1)
     assert one_per_site.mean() > 0.8, f"only {one_per_site.mean():.2f} of the walkers have one hole per minimum"
+
+
+def test_training_start_draws_each_walker_at_its_own_depth():
+    """qernel.train.start_walkers on a grid of (V, λ) points: walker w (group w mod D) is drawn from
+    the determinant at its group's depth (here two one-orbital 'determinants' on disjoint halves of
+    the cell, one per depth), from the targets when given, else from the model's prior; a model
+    without a prior keeps its walkers."""
+    import types
+
+    import jax.numpy as jnp
+
+    from qernel.conditions import ConditionGrid
+    from qernel.mcmc import init_walkers
+    from qernel.train import TrainState, start_walkers
+
+    system = System(Supercell.diagonal(2), n_up=1, n_down=0, coupling=1.0, phase=np.deg2rad(45.0))
+    grid = ConditionGrid(("depth", "coupling"), np.array([[1.0, 1.0], [4.0, 1.0]]), ("a", "b"))
+    group = np.arange(8) % 2
+    mcmc = init_walkers(jax.random.PRNGKey(0), system, jnp.asarray(grid.values[group]), group, 2)
+    state = TrainState(None, None, mcmc, jnp.zeros((), jnp.int32), jnp.zeros(2))
+
+    def half(points, depth):  # an orbital living on one half of the cell (fractional x < 1/2 at V = 1)
+        frac = points @ np.linalg.inv(system.supercell.lattice)
+        left = frac[:, 0] < 0.5
+        return (np.where(left if depth == 1.0 else ~left, 1.0, 0.0)[:, None].astype(complex),
+                np.zeros((len(points), 0)))
+
+    def side(s):
+        return (np.asarray(s.mcmc.positions)[:, 0] @ np.linalg.inv(system.supercell.lattice))[:, 0] < 0.5
+
+    prior = types.SimpleNamespace(config=types.SimpleNamespace(orbital_prior=True), prior_orbital_values=half)
+    drawn = start_walkers(state, system, prior, None, grid, jax.random.PRNGKey(1), log=lambda m: None)
+    np.testing.assert_array_equal(side(drawn), group == 0)
+    targets = types.SimpleNamespace(orbital_values=lambda p, v: half(p, 5.0 - v))  # the other halves
+    drawn = start_walkers(state, system, prior, targets, grid, jax.random.PRNGKey(1), log=lambda m: None)
+    np.testing.assert_array_equal(side(drawn), group == 1)
+    bare = types.SimpleNamespace(config=types.SimpleNamespace(orbital_prior=False))
+    kept = start_walkers(state, system, bare, None, grid, jax.random.PRNGKey(1), log=lambda m: None)
+    np.testing.assert_array_equal(np.asarray(kept.mcmc.positions), np.asarray(mcmc.positions))
