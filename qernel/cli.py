@@ -339,9 +339,20 @@ def cmd_info(args) -> int:
     except ModuleNotFoundError as e:
         print(f"model: not available ({e})")
         return 0
+    import dataclasses
+
     import jax
 
-    wf = _wavefunction(sweep)
+    from qernel.model import ModelConfig, make_wavefunction
+
+    model = ModelConfig.from_spec(sweep.model)
+    if model.orbital_prior and model.prior_source != "bands":
+        # the summary and the count need shapes only: the Hartree–Fock orbitals (minutes) are solved
+        # when training starts, not for this summary
+        print(f"orbital prior: {model.prior_source} orbitals at {model.prior_anchors} anchor depths, solved when "
+              "pretraining starts (the summary below shows the model built with band orbitals; same parameters)")
+        model = dataclasses.replace(model, prior_source="bands")
+    wf = make_wavefunction(sweep.system, model, cond_range=sweep.cond_range, condition_names=sweep.conditions.names)
     key = jax.random.PRNGKey(sweep.seed)
     try:  # shapes suffice for the summary and the count: no need to run the initialisation
         params = jax.eval_shape(wf.init, key)

@@ -64,7 +64,8 @@ def test_repository_config_is_valid_and_has_the_contract_keys():
     assert demo["system"]["supercell"] == [[3, 0], [0, 3]]
     assert (demo["system"]["n_up"], demo["system"]["n_down"]) == (6, 0)
     assert demo["system"]["units"] == "moire" and demo["system"]["coupling"] == 10.62
-    assert demo["system"]["phase_deg"] == 45 and demo["model"] == "tiny"
+    # the tiny preset (with the Hartree–Fock orbital prior's options, issue 13)
+    assert demo["system"]["phase_deg"] == 45 and (demo["model"] == "tiny" or demo["model"]["preset"] == "tiny")
     d = sweeps["demo"]
     assert len(d.depths) >= 8 and d.depths.min() == 0.0 and d.depths.max() >= 10.0
     assert math.isclose(d.system.filling, 2 / 3)
