@@ -339,8 +339,6 @@ def cmd_info(args) -> int:
     except ModuleNotFoundError as e:
         print(f"model: not available ({e})")
         return 0
-    import dataclasses
-
     import jax
 
     from qernel.model import ModelConfig, make_wavefunction
@@ -351,7 +349,7 @@ def cmd_info(args) -> int:
         # when training starts, not for this summary
         print(f"orbital prior: {model.prior_source} orbitals at {model.prior_anchors} anchor depths, solved when "
               "pretraining starts (the summary below shows the model built with band orbitals; same parameters)")
-        model = dataclasses.replace(model, prior_source="bands")
+        model = model.with_band_prior()
     wf = make_wavefunction(sweep.system, model, cond_range=sweep.cond_range, condition_names=sweep.conditions.names)
     key = jax.random.PRNGKey(sweep.seed)
     try:  # shapes suffice for the summary and the count: no need to run the initialisation

@@ -565,9 +565,7 @@ def evaluate_depth(system: System, wf, checkpoint_path, depth, cfg: EvalConfig, 
         ds = sample_observables(system, wf.log_psi, params, where, dataclasses.replace(cfg, dtype=dtype),
                                 jax.random.fold_in(root, 7), checkpoint_dir=work / "sampling", mesh=mesh,
                                 callback=callback, condition_names=names,
-                                start_orbitals=wf.prior_orbital_values
-                                if getattr(getattr(wf, "config", None), "orbital_prior", False)
-                                and hasattr(wf, "prior_orbital_values") else None)
+                                start_orbitals=getattr(wf, "start_orbitals", None))
     e_m = attrs.get("energy_unit_meV", ds.attrs["energy_unit_meV"])
     try:
         e_m = float(e_m)

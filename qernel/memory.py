@@ -139,9 +139,7 @@ def _n_params(system, model, cond_range, condition_names=None) -> int:
 
     from qernel.model import ModelConfig, make_wavefunction
 
-    # the prior's source sets only constant tables, not parameter shapes: count with the band
-    # orbitals, which need no Hartree–Fock solutions (minutes) before any job runs
-    model = dataclasses.replace(ModelConfig.from_spec(model), prior_source="bands")
+    model = ModelConfig.from_spec(model).with_band_prior()  # no Hartree–Fock before any job runs
     wf = make_wavefunction(system, model, cond_range, condition_names)
     shapes = jax.eval_shape(wf.init, jax.random.PRNGKey(0))
     return int(sum(math.prod(a.shape) for a in jax.tree.leaves(shapes)))
@@ -255,9 +253,7 @@ def lowered_step(system, model, train_cfg, depths, mesh=None):
     n_depths = len(depths)
     dtype = jnp.float64 if train_cfg.dtype == "float64" else jnp.float32
     cond_range = ((float(depths.min()), float(max(depths.max(), depths.min() + 1))),) + grid.cond_range[1:]
-    # the prior's source sets constant tables only (their size aside): built with the band orbitals,
-    # an HF prior would solve Hartree–Fock first (minutes)
-    model = dataclasses.replace(ModelConfig.from_spec(model), prior_source="bands")
+    model = ModelConfig.from_spec(model).with_band_prior()
     wf = make_wavefunction(system, model, cond_range, grid.names)
     mesh = parallel.make_mesh() if mesh is None else mesh
 

@@ -408,13 +408,13 @@ def start_walkers(state: TrainState, system: System, wf, targets: TargetOrbitals
                   log: Callable[[str], None] = print) -> TrainState:
     """The state with its walkers drawn exactly from a determinant at each walker's depth
     (`qernel.determinant_sampling`): the pretraining targets' when given (pretraining samples
-    them), else the model's orbital prior (`wf.prior_orbital_values`); unchanged (uniform in the
+    them), else the model's orbital prior (`wf.start_orbitals`); unchanged (uniform in the
     supercell, `init_state`) when the model has neither. `state` not yet placed on a mesh (the
     positions drawn on the host, returned as a default-device array)."""
     if targets is not None:
         source, name = targets.orbital_values, "pretraining targets"
-    elif getattr(getattr(wf, "config", None), "orbital_prior", False) and hasattr(wf, "prior_orbital_values"):
-        source, name = wf.prior_orbital_values, "orbital prior"
+    elif getattr(wf, "start_orbitals", None) is not None:
+        source, name = wf.start_orbitals, "orbital prior"
     else:
         return state
     depths = np.asarray(grid.values, float)[np.asarray(state.mcmc.group), 0]

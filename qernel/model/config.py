@@ -142,6 +142,12 @@ class ModelConfig:
         if self.supercell_shells + self.moire_shells == 0:
             raise ValueError("supercell_shells and moire_shells are both 0: the model would see no positions")
 
+    def with_band_prior(self) -> "ModelConfig":
+        """This config with the band-orbital prior: a model with the same parameters (the prior's
+        source sets constant tables only), built without solving Hartree–Fock (minutes). For
+        parameter counts, summaries and memory estimates."""
+        return dataclasses.replace(self, prior_source="bands")
+
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads

@@ -223,7 +223,7 @@ def prior_orbital_values(reference: OrbitalReference, points, depth: float) -> t
     if anchors is None:
         return tuple(plane_wave_orbitals(points, ref.gvectors, ref.kpoints, ref.coefficients)
                      for ref in (reference.up, reference.down))
-    weights = np.array([np.interp(float(depth), anchors.depths, e) for e in np.eye(anchors.n)])
+    weights = np.asarray(anchor_weights(jnp.asarray(float(depth)), anchors.depths), float)
     return tuple(sum(w * plane_wave_orbitals(points, anchors.gvectors, anchors.kpoints[s][m], anchors.coefficients[s][m])
                      for m, w in enumerate(weights) if w != 0.0) for s in (0, 1))
 

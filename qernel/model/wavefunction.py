@@ -136,6 +136,12 @@ class Wavefunction:
             self._compiled_init = {"signature": signature, "fn": compiled}
         return self._compiled_init["fn"](k_params, x, cond)
 
+    @property
+    def start_orbitals(self):
+        """`prior_orbital_values` when the model has an orbital prior (the determinant its walkers
+        start from, `qernel.determinant_sampling`), else None (uniform start)."""
+        return self.prior_orbital_values if self.config.orbital_prior else None
+
     def prior_orbital_values(self, points, depth: float):
         """The orbital prior's orbitals at points (M, 2) (a_M) and depth V (E_M): (up (M, N_up),
         down (M, N_down)) complex, or None when the model has no orbital prior

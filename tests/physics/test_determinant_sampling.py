@@ -94,12 +94,12 @@ def test_training_start_draws_each_walker_at_its_own_depth():
     def side(s):
         return (np.asarray(s.mcmc.positions)[:, 0] @ np.linalg.inv(system.supercell.lattice))[:, 0] < 0.5
 
-    prior = types.SimpleNamespace(config=types.SimpleNamespace(orbital_prior=True), prior_orbital_values=half)
+    prior = types.SimpleNamespace(start_orbitals=half)
     drawn = start_walkers(state, system, prior, None, grid, jax.random.PRNGKey(1), log=lambda m: None)
     np.testing.assert_array_equal(side(drawn), group == 0)
     targets = types.SimpleNamespace(orbital_values=lambda p, v: half(p, 5.0 - v))  # the other halves
     drawn = start_walkers(state, system, prior, targets, grid, jax.random.PRNGKey(1), log=lambda m: None)
     np.testing.assert_array_equal(side(drawn), group == 1)
-    bare = types.SimpleNamespace(config=types.SimpleNamespace(orbital_prior=False))
+    bare = types.SimpleNamespace(start_orbitals=None)
     kept = start_walkers(state, system, bare, None, grid, jax.random.PRNGKey(1), log=lambda m: None)
     np.testing.assert_array_equal(np.asarray(kept.mcmc.positions), np.asarray(mcmc.positions))
