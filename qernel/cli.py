@@ -238,7 +238,8 @@ def cmd_hartree_fock(args) -> int:
     log.info("hartree_fock options: %s", options)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    ds = hartree_fock_sweep(sweep.system, sweep.depths, sweep.depth_labels, options, seed=sweep.seed)
+    ds = hartree_fock_sweep(sweep.system, sweep.depths, sweep.depth_labels, options, seed=sweep.seed,
+                            workers=args.workers)
     from qernel.io import write_netcdf
 
     write_netcdf(ds, out, provenance(sweep))
@@ -438,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "depth that does not converge is NaN with its reason in the attr hf_status.")
     _common(p)
     p.add_argument("--out", required=True, metavar="FILE", help="output hartree_fock.nc")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="solve N depths at once, in N processes (default 1)")
     p.set_defaults(func=cmd_hartree_fock)
 
     p = sub.add_parser("plot", help="draw the figures of a sweep",

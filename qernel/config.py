@@ -91,7 +91,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, int]] = {
     "evaluate": {"runtime": 30, "mem_mb": 4000, "cpus_per_task": 2, "gpu": 1},
     # one CPU job per sweep (qernel.reference; minutes at the demo's size, bounded by
     # hartree_fock.max_plane_waves for larger supercells)
-    "hartree_fock": {"runtime": 60, "mem_mb": 2000, "cpus_per_task": 1, "gpu": 0},
+    "hartree_fock": {"runtime": 60, "mem_mb": 2000, "cpus_per_task": 2, "gpu": 0},
     "observables": {"runtime": 15, "mem_mb": 2000, "cpus_per_task": 1, "gpu": 0},
     "aggregate": {"runtime": 10, "mem_mb": 2000, "cpus_per_task": 1, "gpu": 0},
     "plot": {"runtime": 10, "mem_mb": 2000, "cpus_per_task": 1, "gpu": 0},

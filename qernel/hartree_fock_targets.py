@@ -23,16 +23,13 @@ Maximising Re tr((C U)† B) over unitary U gives U = W V† for the SVD C† B 
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
-from qernel.atomic import atomic_path
 from qernel.hartree_fock import band_orbitals_in_basis, hartree_fock
+from qernel.hartree_fock_cache import cache_dir, cached_hartree_fock
 from qernel.pretrain import TargetOrbitals
 from qernel.system import System
 
@@ -49,12 +46,14 @@ def procrustes_rotation(c, b):
 
 def hartree_fock_targets(system: System, depths, reference_depth: float | None = None, shells: float = 2.0,
                          starts: int = 2, seeded: bool = True, max_iter: int = 200, seed: int = 0,
-                         search_shells: float | None = None) -> TargetOrbitals:
+                         search_shells: float | None = None, directory=None) -> TargetOrbitals:
     """HF orbitals at every depth of the grid (E_M), gauge-aligned (module docstring).
 
     shells: plane-wave cutoff of the HF basis (|K| <= shells·|b|); starts, seeded, max_iter, seed,
     search_shells: as `qernel.hartree_fock.hartree_fock` (lowest of several random and
     crystal-seeded starts, searched at search_shells when below shells, then refined).
+    directory: when given, each depth's solution is read from or remembered in that folder
+    (`qernel.hartree_fock_cache.cached_hartree_fock`).
     Returns TargetOrbitals (depths as given, energies the HF energies in E_M per supercell,
     closed_shell True where the HF solution converged). Raises ValueError for an empty grid.
     """
@@ -66,8 +65,11 @@ def hartree_fock_targets(system: System, depths, reference_depth: float | None =
     results = []
     for v in depths:
         t = time.time()
-        r = hartree_fock(system, float(v), shells=shells, n_starts=starts, seeded=seeded, max_iter=max_iter, seed=seed,
-                         search_shells=search_shells)
+        if directory is None:
+            r = hartree_fock(system, float(v), shells=shells, n_starts=starts, seeded=seeded, max_iter=max_iter,
+                             seed=seed, search_shells=search_shells)
+        else:
+            r = cached_hartree_fock(system, float(v), shells, starts, seed, max_iter, seeded, search_shells, directory)
         log.info(f"HF pretraining target at V={v:g}: E/N = {r.energy / system.n_electrons:.6f} E_M "
                  f"({r.label}, {'converged' if r.converged else 'NOT converged'}, {time.time() - t:.1f} s)")
         results.append(r)
@@ -91,63 +93,18 @@ def hartree_fock_targets(system: System, depths, reference_depth: float | None =
                           np.array([r.energy for r in results]), np.array([bool(r.converged) for r in results]))
 
 
-#: Version of the cached HF prior orbitals: bump it when a change to the HF solver or the gauge
-#: walk changes their result. The cache is keyed on the physics inputs and this version, not on the
-#: source text: an unrelated edit must not make a later job (an evaluation of a trained model)
-#: recompute, and possibly land on another of the degenerate symmetry-broken solutions.
-CACHE_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """Where `cached_hartree_fock_targets` remembers its results: $QERNEL_CACHE_DIR, else
-    $XDG_CACHE_HOME/qernel, else ~/.cache/qernel."""
-    if os.environ.get("QERNEL_CACHE_DIR"):
-        return Path(os.environ["QERNEL_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qernel"
-
-
-def _digest(*parts) -> str:
-    """sha256 (32 hex digits) of the arguments' repr and CACHE_VERSION."""
-    return hashlib.sha256(repr((CACHE_VERSION,) + parts).encode()).hexdigest()[:32]
-
-
 def cached_hartree_fock_targets(system: System, depths, reference_depth: float | None = None, shells: float = 3.0,
                                 search_shells: float | None = 2.0, starts: int = 2,
                                 seed: int = 0, directory=None) -> TargetOrbitals:
-    """`hartree_fock_targets` remembered on disk (one .npz per arguments and CACHE_VERSION in
-    `directory`, default `cache_dir()`): every job that builds the same HF-prior model (pretraining,
-    each depth's evaluation) computes the HF solutions once and reads the same ones. A missing or
-    unreadable file (corrupt, of other shapes) is recomputed the same way; solutions that did not
-    converge are used (with a warning) but not remembered; an unwritable cache only costs the
-    recomputation."""
-    depths = np.atleast_1d(np.asarray(depths, dtype=float))
-    key = _digest(system, depths.tolist(), reference_depth, shells, search_shells, starts, seed)
-    path = Path(directory or cache_dir()) / f"hartree_fock_targets_{key}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as z:
-                t = TargetOrbitals(system, z["depths"], z["gvectors"], (z["k_up"], z["k_down"]),
-                                   (z["c_up"], z["c_down"]), z["energies"], z["closed_shell"])
-            shapes_ok = (np.allclose(t.depths, depths) and t.coefficients[0].shape[::2] == (len(depths), system.n_up)
-                         and t.coefficients[1].shape[::2] == (len(depths), system.n_down))
-            if shapes_ok:
-                log.info(f"HF orbitals of the prior read from {path}")
-                return t
-            log.warning(f"{path}: cached HF orbitals of other shapes; recomputing")
-        except Exception as err:  # noqa: BLE001 (any unreadable file: recompute, never stop a job)
-            log.warning(f"{path}: unreadable ({type(err).__name__}: {err}); recomputing")
-    t = hartree_fock_targets(system, depths, reference_depth, shells, starts, True, 200, seed, search_shells)
+    """`hartree_fock_targets` (seeded, 200 iterations) whose HF solution at each depth is remembered
+    on disk (`qernel.hartree_fock_cache.cached_hartree_fock`, in `directory`, default its
+    `cache_dir()`): every job that builds the same HF-prior model (pretraining, each depth's
+    evaluation) reads the solutions that the sweep's HF reference rule (or the first job) computed,
+    and only the cheap gauge walk is redone. Solutions that did not converge are used with a warning
+    (and not remembered)."""
+    t = hartree_fock_targets(system, depths, reference_depth, shells, starts, True, 200, seed, search_shells,
+                             directory=directory or cache_dir())
     if not np.all(t.closed_shell):
         bad = [float(v) for v, ok in zip(t.depths, t.closed_shell) if not ok]
-        log.warning(f"HF did not converge at V = {bad} E_M: the prior uses the lowest determinant met there "
-                    "(not remembered on disk)")
-        return t
-    try:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, depths=t.depths, gvectors=t.gvectors, k_up=t.kpoints[0], k_down=t.kpoints[1],
-                         c_up=t.coefficients[0], c_down=t.coefficients[1], energies=t.energies,
-                         closed_shell=t.closed_shell)
-    except OSError:
-        log.warning(f"could not remember the HF orbitals in {path}")
+        log.warning(f"HF did not converge at V = {bad} E_M: the prior uses the lowest determinant met there")
     return t

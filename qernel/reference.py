@@ -46,9 +46,12 @@ unless a sweep raises max_plane_waves (each iteration costs ~M² log M + M³).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import json
 import logging
+import multiprocessing
 import time
 from typing import Mapping
 
@@ -57,7 +60,8 @@ import xarray as xr
 
 # the snapshot of this stage lives with the other stage snapshots (no JAX: the workflow builds it)
 from qernel.config import hartree_fock_snapshot  # noqa: F401
-from qernel.hartree_fock import Basis, cell_density, determinant_observables, hartree_fock
+from qernel.hartree_fock import Basis, cell_density, determinant_observables
+from qernel.hartree_fock_cache import cached_hartree_fock
 from qernel.observables import DEFAULT_CELL_BINS, bin_centres, default_kvectors, ordering_vector_mask
 
 log = logging.getLogger(__name__)
@@ -119,9 +123,22 @@ def choose_shells(system, options: HFOptions) -> tuple[float | None, int]:
         shells = max(MIN_SHELLS, shells - 0.5)
 
 
+def _solve(system, depth, shells, options, seed, directory):
+    """One depth's HF (a top-level function: it runs in worker processes too)."""
+    return cached_hartree_fock(system, depth, shells, options.starts, seed, options.max_iter, options.seeded,
+                               min(options.search_shells, shells), directory)
+
+
 def hartree_fock_sweep(system, depths, labels=None, options: HFOptions | None = None, seed: int = 0,
-                       attrs: Mapping | None = None) -> xr.Dataset:
+                       attrs: Mapping | None = None, cache_directory=None, workers: int = 1) -> xr.Dataset:
     """HF at each depth (E_M) of `depths` for `system`; the dataset of the module docstring.
+
+    seed: the random starts' generator (the same at every depth). Each depth's solution is
+    remembered on disk (`qernel.hartree_fock_cache`, in cache_directory, default its cache_dir())
+    with the options the model's Hartree–Fock orbital prior uses for the defaults, so a sweep whose
+    model has `prior_source: hartree_fock` solves each depth once and its model starts from the
+    very determinant whose energy is the reference. workers > 1: the depths are solved in that
+    many processes at once (spawned; each solve is single-threaded NumPy).
 
     A depth whose HF fails to converge (or raises, or is over the cost bound, or is disabled)
     gets NaN with its reason in the attr hf_status; the others are unaffected.
@@ -141,6 +158,12 @@ def hartree_fock_sweep(system, depths, labels=None, options: HFOptions | None = 
     density = np.full((nv,) + tuple(bins), np.nan)
     status, won = [], []
     shells, size = choose_shells(system, options) if options.enabled else (None, 0)
+    solve = functools.partial(_solve, system, shells=shells, options=options, seed=seed, directory=cache_directory)
+    pending, pool = [], None
+    if shells is not None and options.enabled:
+        pool = (concurrent.futures.ProcessPoolExecutor(min(workers, nv), mp_context=multiprocessing.get_context("spawn"))
+                if workers > 1 and nv > 1 else None)
+        pending = [(pool.submit(solve, v) if pool else None, time.perf_counter()) for v in depths]
     for i, (v, label) in enumerate(zip(depths, labels)):
         if not options.enabled:
             status.append(f"V={label}: skipped: hartree_fock.enabled is false")
@@ -153,11 +176,11 @@ def hartree_fock_sweep(system, depths, labels=None, options: HFOptions | None = 
             won.append(f"V={label}: -")
             log.warning("HF at V=%s %s", label, reason)
             continue
-        t0 = time.perf_counter()
+        future, t0 = pending[i]
         try:
-            r = hartree_fock(system, v, shells=shells, n_starts=options.starts, seed=seed + i,
-                             max_iter=options.max_iter, seeded=options.seeded,
-                             search_shells=min(options.search_shells, shells))
+            if future is None:
+                t0 = time.perf_counter()
+            r = future.result() if future is not None else solve(v)
         except Exception as e:  # noqa: BLE001 (a failed depth must not stop the sweep)
             status.append(f"V={label}: failed: {type(e).__name__}: {e}")
             won.append(f"V={label}: -")
@@ -193,6 +216,8 @@ def hartree_fock_sweep(system, depths, labels=None, options: HFOptions | None = 
         log.info("HF at V=%s: E/N = %.6f E_M (start %s, %d iterations, %d plane waves, %.1f s); starts: %s", label,
                  r.energy / n, r.label, r.iterations, r.basis.size, dt,
                  ", ".join(f"{a[0]} {a[1] / n:.5f}{'' if a[2] else ' (not converged)'}" for a in r.attempts))
+    if pool is not None:
+        pool.shutdown()
     x, y = bin_centres(bins[0]), bin_centres(bins[1])
     ds = xr.Dataset(
         {name: ("V", val) for name, val in scal.items()}

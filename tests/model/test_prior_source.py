@@ -17,7 +17,7 @@ from qernel.hartree_fock import hartree_fock, orbital_values
 from qernel.hartree_fock_targets import cached_hartree_fock_targets
 from qernel.lattice import Supercell
 from qernel.model import make_wavefunction
-from qernel.reference import HFOptions, choose_shells
+from qernel.reference import HFOptions, choose_shells, hartree_fock_sweep
 from qernel.system import System
 
 SYSTEM = System(Supercell.diagonal(2), n_up=2, n_down=1, coupling=4.0, phase=np.deg2rad(45.0))
@@ -77,27 +77,47 @@ def test_model_with_zero_neural_parts_is_the_hartree_fock_determinant(hf_model, 
 
 
 def test_cache_is_read_and_a_corrupt_file_is_recomputed(tmp_path, monkeypatch):
-    import qernel.hartree_fock_targets as hft
+    import qernel.hartree_fock_cache as cache
 
     first = cached_hartree_fock_targets(SYSTEM, [3.0], directory=tmp_path, shells=2.0)
-    files = list(tmp_path.glob("hartree_fock_targets_*.npz"))
+    files = list(tmp_path.glob("hartree_fock_*.npz"))
     assert len(files) == 1
-    solve = hft.hartree_fock_targets
+    solve = cache.hartree_fock
 
     def refuse(*args, **kwargs):
         raise AssertionError("recomputed although cached")
 
-    monkeypatch.setattr(hft, "hartree_fock_targets", refuse)
+    monkeypatch.setattr(cache, "hartree_fock", refuse)
     again = cached_hartree_fock_targets(SYSTEM, [3.0], directory=tmp_path, shells=2.0)
     for a, b in zip(first.coefficients, again.coefficients):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(first.energies, again.energies)
-    monkeypatch.setattr(hft, "hartree_fock_targets", solve)
+    monkeypatch.setattr(cache, "hartree_fock", solve)
     for junk in (b"", b"PK\x03\x04junk"):
         files[0].write_bytes(junk)
         redone = cached_hartree_fock_targets(SYSTEM, [3.0], directory=tmp_path, shells=2.0)
         np.testing.assert_allclose(redone.energies, first.energies)
         assert files[0].stat().st_size > 100  # rewritten
+
+
+def test_reference_rule_and_prior_share_each_solution(tmp_path, monkeypatch):
+    """The sweep's HF reference remembers each depth's solution with the prior's default options:
+    the prior then solves nothing, and its determinant's energy is the reference energy."""
+    import qernel.hartree_fock_cache as cache
+
+    depths = [2.0, 8.0]
+    ds = hartree_fock_sweep(SYSTEM, depths, None, HFOptions(), seed=0, cache_directory=tmp_path, workers=2)
+    assert len(list(tmp_path.glob("hartree_fock_*.npz"))) == len(depths)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the prior solved HF again")
+
+    monkeypatch.setattr(cache, "hartree_fock", refuse)
+    options = HFOptions()
+    shells, _ = choose_shells(SYSTEM, options)
+    t = cached_hartree_fock_targets(SYSTEM, depths, reference_depth=5.0, shells=shells,
+                                    search_shells=options.search_shells, starts=options.starts, directory=tmp_path)
+    np.testing.assert_allclose(t.energies / SYSTEM.n_electrons, ds["hf_energy"].values, rtol=0, atol=1e-12)
 
 
 def test_needs_anchors_and_a_depth_range():

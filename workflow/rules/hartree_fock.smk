@@ -36,4 +36,4 @@ rule hartree_fock:
         CONDA_ENV
     shell:
         "OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 qernel hartree-fock --config {input.config:q}"
-        " --sweep {wildcards.sweep:q} --out {output.hartree_fock:q} >> {log:q} 2>&1"
+        " --sweep {wildcards.sweep:q} --out {output.hartree_fock:q} --workers {threads} >> {log:q} 2>&1"
