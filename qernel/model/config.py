@@ -49,7 +49,9 @@ class ModelConfig:
       units of the non-interacting orbitals' size A^{-1/2} (A: supercell area).
     jastrow_hidden, jastrow_shells: width of the pair MLP u and the supercell shells of its
       cos(G·r_ij) features; jastrow_cusp: add the exact 2D Coulomb cusp term
-      (λ for antiparallel, λ/3 for parallel spins).
+      (λ for antiparallel, λ/3 for parallel spins); jastrow_conditioned: the pair MLP u also
+      reads the normalised condition (the depth), so the liquid and the crystal get their own
+      pair correlations in one shared model (qernel.model.jastrow).
     complex_output: complex ψ with Bloch envelopes e^{ik·r} (default); False gives real ψ
       and is allowed only when every occupied k-point is time-reversal invariant.
     reference_depth: the depth V (E_M) whose non-interacting ground state fixes the occupied
@@ -100,6 +102,7 @@ class ModelConfig:
     jastrow_hidden: int = 16
     jastrow_shells: int = 2
     jastrow_cusp: bool = True
+    jastrow_conditioned: bool = False
     complex_output: bool = True
     reference_depth: float | None = None
     prior_anchors: int = 1
@@ -114,7 +117,7 @@ class ModelConfig:
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("supercell_shells", "moire_shells", "jastrow_shells"):
             _check_int(name, getattr(self, name), minimum=0)
-        for name in ("k_point_features", "orbital_prior", "prior_modulation", "jastrow_cusp", "complex_output", "wrap_positions"):
+        for name in ("k_point_features", "orbital_prior", "prior_modulation", "jastrow_cusp", "jastrow_conditioned", "complex_output", "wrap_positions"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("router_margin", "orbital_init_scale"):

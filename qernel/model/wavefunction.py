@@ -63,7 +63,8 @@ class QernelNetwork(nn.Module):
         mats = Orbitals(self.reference, cfg.n_determinants, cfg.complex_output, cfg.orbital_prior,
                         cfg.orbital_init_scale, cfg.prior_modulation, name="orbitals")(h, x, cond)
         jastrow = Jastrow(system.supercell, system.n_up, system.n_down, system.coupling, cfg.jastrow_hidden,
-                          cfg.jastrow_shells, cfg.jastrow_cusp, self.condition_names, name="jastrow")(x, cond)
+                          cfg.jastrow_shells, cfg.jastrow_cusp, self.condition_names, cfg.jastrow_conditioned,
+                          name="jastrow")(x, cond, c_norm)
         return mats, jastrow, aux
 
 
