@@ -33,6 +33,7 @@ import zlib
 from pathlib import Path
 
 from qernel import __version__
+from qernel.cache import use_compilation_cache
 from qernel.config import DEFAULT_CONFIG_PATH, STAGE_KEYS, ConfigError, list_sweeps, load_sweep
 
 log = logging.getLogger("qernel")
@@ -488,6 +489,7 @@ def main(argv=None) -> int:
     traceback too when the environment sets QERNEL_TRACEBACK=1)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    use_compilation_cache()  # before the command imports JAX (qernel.cache)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
                         force=True)

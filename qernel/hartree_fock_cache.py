@@ -11,7 +11,7 @@ may land on another of the degenerate symmetry-broken solutions when its inputs 
 last digit, so each solution is computed once and read back by every later job: the reference's
 energy is then the energy of the very determinant the model starts from.
 
-Files: ``hartree_fock_<key>.npz`` in `cache_dir()`, key = sha256 of the physics inputs (the
+Files: ``hartree_fock_<key>.npz`` in `qernel.cache.cache_dir()`, key = sha256 of the physics inputs (the
 system, the depth, the options) and CACHE_VERSION, not of the source text (an unrelated edit
 must not make a later evaluation recompute). A missing, corrupt or mismatched file is recomputed;
 an unconverged solution is returned but never remembered; an unwritable folder only costs the
@@ -23,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from qernel.atomic import atomic_path
+from qernel.cache import cache_dir
 from qernel.hartree_fock import Basis, HFResult, hartree_fock
 from qernel.system import System
 
@@ -37,14 +37,6 @@ log = logging.getLogger(__name__)
 #: Version of the remembered solutions (see the module docstring).
 CACHE_VERSION = 2
 _ARRAYS = ("energy_history", "determinant_history", "gradient_history", "descent_history")
-
-
-def cache_dir() -> Path:
-    """Where solutions are remembered: $QERNEL_CACHE_DIR, else $XDG_CACHE_HOME/qernel, else
-    ~/.cache/qernel."""
-    if os.environ.get("QERNEL_CACHE_DIR"):
-        return Path(os.environ["QERNEL_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qernel"
 
 
 def cache_key(*parts) -> str:

@@ -29,7 +29,8 @@ import time
 import numpy as np
 
 from qernel.hartree_fock import band_orbitals_in_basis, hartree_fock
-from qernel.hartree_fock_cache import cache_dir, cached_hartree_fock
+from qernel.cache import cache_dir
+from qernel.hartree_fock_cache import cached_hartree_fock
 from qernel.pretrain import TargetOrbitals
 from qernel.system import System
 

@@ -11,7 +11,8 @@ end. A compiled program loaded from the cache is the one XLA compiled for the sa
 options and backend, so no result changes: only compile time is saved (measured: a tiny
 `qernel pretrain` job takes 17 s of CPU instead of 61 s with a warm cache).
 
-QERNEL_TEST_JAX_CACHE=0 turns it off (for comparisons); a JAX_COMPILATION_CACHE_DIR already set
+QERNEL_TEST_JAX_CACHE=0 turns it off (for comparisons; also for the `qernel` jobs, which otherwise
+keep one of their own, qernel.cache); a JAX_COMPILATION_CACHE_DIR already set
 by the caller is used as it is (and never deleted).
 
 Likewise one QERNEL_CACHE_DIR per session, where every `snakemake` the tests start remembers the
@@ -41,6 +42,8 @@ if os.environ.get("QERNEL_TEST_JAX_CACHE", "1") != "0":
     # every program, however fast it compiled or small it is (JAX's defaults skip those under 1 s)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+else:  # off for the `qernel` jobs too (they would otherwise use their own, qernel.cache)
+    os.environ["QERNEL_JAX_CACHE"] = "0"
 
 import jax  # noqa: E402  (after the environment above: JAX reads it when first imported)
 import pytest  # noqa: E402
