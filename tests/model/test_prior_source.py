@@ -101,22 +101,22 @@ def test_cache_is_read_and_a_corrupt_file_is_recomputed(tmp_path, monkeypatch):
 
 
 def test_reference_rule_and_prior_share_each_solution(tmp_path, monkeypatch):
-    """The sweep's HF reference remembers each depth's solution with the prior's default options:
-    the prior then solves nothing, and its determinant's energy is the reference energy."""
+    """The sweep's HF reference (here in 2 worker processes, as the workflow's rule runs it)
+    remembers each depth's solution under the options' key: a prior with the same options then
+    solves nothing, and its determinant's energy is the reference energy."""
     import qernel.hartree_fock_cache as cache
 
     depths = [2.0, 8.0]
-    ds = hartree_fock_sweep(SYSTEM, depths, None, HFOptions(), seed=0, cache_directory=tmp_path, workers=2)
+    options = HFOptions(shells=2.0, search_shells=2.0)
+    ds = hartree_fock_sweep(SYSTEM, depths, None, options, seed=0, cache_directory=tmp_path, workers=2)
     assert len(list(tmp_path.glob("hartree_fock_*.npz"))) == len(depths)
 
     def refuse(*args, **kwargs):
         raise AssertionError("the prior solved HF again")
 
     monkeypatch.setattr(cache, "hartree_fock", refuse)
-    options = HFOptions()
-    shells, _ = choose_shells(SYSTEM, options)
-    t = cached_hartree_fock_targets(SYSTEM, depths, reference_depth=5.0, shells=shells,
-                                    search_shells=options.search_shells, starts=options.starts, directory=tmp_path)
+    t = cached_hartree_fock_targets(SYSTEM, depths, reference_depth=5.0, shells=2.0, search_shells=2.0,
+                                    starts=options.starts, directory=tmp_path)
     np.testing.assert_allclose(t.energies / SYSTEM.n_electrons, ds["hf_energy"].values, rtol=0, atol=1e-12)
 
 
