@@ -14,6 +14,14 @@ NAME -->` of docs/validation.md; a part not run and without results says so):
   `qernel.exact_diagonalization` (cutoffs 5, 6, 7, 8 and the extrapolation E(s) = E_∞ + a s^−p;
   the spread of fits to cutoffs 5–7, 5–8 and 6–8 is its ±; about a minute per depth on 2 cores).
 
+- demo: the default sweep `demo` (what `make run` builds) against the symmetry-broken Hartree–Fock
+  reference in its own phase_diagram.nc (`hf_*`, the workflow's `hartree_fock` rule): VMC − HF
+  in standard errors at every depth, S(K) beside the HF crystal's, the two transition estimates.
+- peer: the sweep `peer_periodicwave` against PeriodicWave's energies on the same system and CPU
+  (issue 13: −13.092, −13.650, −17.470 E_M per hole at 0, 5, 15 meV), with the wall time of its
+  pretraining and evaluation jobs (Snakemake's benchmark files; the jobs that ran at once overlap,
+  so the sum of the job times is an upper bound on the wall time of the two stages).
+
 The tolerance printed beside each table is the one the CI test of the same limit asserts
 (tests/engine/test_exact_references.py).
 """
@@ -58,7 +66,14 @@ def _phase_diagram(name: str):
     if not path.exists():
         return None
     with xr.open_dataset(path) as ds:
-        return {"V": ds["V"].values.astype(float), "energy": ds["energy"].values.astype(float),
+        extra = {k: ds[k].values.astype(float) for k in ("hf_energy", "structure_factor_peak",
+                                                          "structure_factor_peak_stderr", "hf_structure_factor_peak")
+                 if k in ds}
+        extra.update({k: (float(ds[k]), float(ds[f"{k}_stderr"]), tuple(ds[k].attrs.get("interval", ())))
+                      for k in ("transition_depth_interaction", "transition_depth_structure_factor") if k in ds})
+        if "V_meV" in ds.coords:
+            extra["V_meV"] = ds["V_meV"].values.astype(float)
+        return extra | {"V": ds["V"].values.astype(float), "energy": ds["energy"].values.astype(float),
                 "energy_stderr": ds["energy_stderr"].values.astype(float),
                 "variance": ds["variance"].values.astype(float),
                 "interaction_energy": ds["interaction_energy"].values.astype(float),
@@ -138,6 +153,78 @@ def two_electron_section(run: bool, cores: int) -> str:
     return "\n".join([head, "", *rows])
 
 
+def demo_section(run: bool, cores: int) -> str:
+    name = "demo"
+    if run:
+        _run_sweep(name, cores)
+    pd = _phase_diagram(name)
+    if pd is None or "hf_energy" not in pd:
+        return NOT_RUN.format(part="demo")
+    rows = ["| V (E_M) | VMC | HF | VMC − HF | (VMC − HF)/σ | S(K) VMC | S(K) HF |", "|---|---|---|---|---|---|---|"]
+    below = 0
+    for i, v in enumerate(pd["V"]):
+        e, s, hf = pd["energy"][i], pd["energy_stderr"][i], pd["hf_energy"][i]
+        below += bool(e < hf - 3 * s)
+        rows.append(f"| {v:g} | {e:.4f}({round(s * 1e4):d}) | {hf:.4f} | {e - hf:+.4f} | {(e - hf) / s:+.1f} "
+                    f"| {pd['structure_factor_peak'][i]:.3f}({round(pd['structure_factor_peak_stderr'][i] * 1e3):d}) "
+                    f"| {pd['hf_structure_factor_peak'][i]:.3f} |")
+    sweep = _sweep(name)
+    lines = []
+    for key, label in (("transition_depth_interaction", "interaction energy (largest |ΔE_int/ΔV|)"),
+                       ("transition_depth_structure_factor", "S(K) (largest rise)")):
+        if key in pd:
+            d, err, interval = pd[key]
+            lines.append(f"- transition from the {label}: {d:.3f} ± {err:.3f} E_M (bootstrap), interval "
+                         f"{[float(x) for x in interval]}")
+    head = (f"Sweep `{name}` (config/config.yaml, what `make run` builds): model `{json.dumps(sweep.get('model'))}`, "
+            f"training `{json.dumps(sweep.get('pretrain'))}`, evaluation `{json.dumps(sweep.get('evaluate'))}`. "
+            f"Energies per hole, E_M; HF: the workflow's symmetry-broken Hartree–Fock reference (`hf_energy`). "
+            f"results/{name}/phase_diagram.nc, written {pd['mtime']:%Y-%m-%d %H:%M} UTC, git {pd['git_commit'][:12]}:")
+    verdict = f"VMC below HF by more than 3σ at {below} of {len(pd['V'])} depths."
+    return "\n".join([head, "", *rows, "", verdict, "", *lines])
+
+
+#: PeriodicWave's energies per hole (E_M) on the peer system at 0, 5, 15 meV, same CPU (issue 13).
+PEER = {0.0: -13.092, 5.0: -13.650, 15.0: -17.470}
+
+
+def _benchmark_seconds(name: str, stage: str) -> float:
+    folder = RESULTS / name / "benchmarks"
+    files = [folder / f"{stage}.tsv"] if (folder / f"{stage}.tsv").exists() else sorted((folder / stage).glob("*.tsv"))
+    total = 0.0
+    for f in files:
+        total += float(f.read_text().splitlines()[1].split("\t")[0])
+    return total
+
+
+def peer_section(run: bool, cores: int) -> str:
+    name = "peer_periodicwave"
+    if run:
+        _run_sweep(name, cores)
+    pd = _phase_diagram(name)
+    if pd is None or "V_meV" not in pd:
+        return NOT_RUN.format(part="peer")
+    rows = ["| V (meV) | V (E_M) | QERNEL (one shared run) | PeriodicWave | QERNEL − PeriodicWave | in σ | HF |",
+            "|---|---|---|---|---|---|---|"]
+    for i, (vm, v) in enumerate(zip(pd["V_meV"], pd["V"])):
+        e, s = pd["energy"][i], pd["energy_stderr"][i]
+        ref = PEER.get(round(float(vm), 6), float("nan"))
+        hf = pd.get("hf_energy", np.full(len(pd["V"]), np.nan))[i]
+        rows.append(f"| {vm:g} | {v:.4f} | {e:.4f}({round(s * 1e4):d}) | {ref:.3f} | {e - ref:+.4f} | {(e - ref) / s:+.1f} "
+                    f"| {hf:.4f} |")
+    pre, ev = _benchmark_seconds(name, "pretrain"), _benchmark_seconds(name, "evaluate")
+    sweep = _sweep(name)
+    head = (f"Sweep `{name}` (config/config.yaml): model `{json.dumps(sweep.get('model'))}`, training "
+            f"`{json.dumps(sweep.get('pretrain'))}`, evaluation `{json.dumps(sweep.get('evaluate'))}`. Energies per "
+            f"hole, E_M (results/{name}/phase_diagram.nc, written {pd['mtime']:%Y-%m-%d %H:%M} UTC, git "
+            f"{pd['git_commit'][:12]}); PeriodicWave: 330 KFAC iterations at 0 and 5 meV (~6.3 min each), 560 at "
+            "15 meV (9 min), on the same CPU (issue 13; lower is better, both are variational):")
+    timing = (f"Job times (Snakemake benchmarks): pretraining {pre / 60:.1f} min, the {len(pd['V'])} evaluations "
+              f"{ev / 60:.1f} min summed over jobs (run {cores} at a time at most), together at most "
+              f"{(pre + ev) / 60:.1f} min.")
+    return "\n".join([head, "", *rows, "", timing])
+
+
 def _fit(shells, energies):
     from scipy.optimize import curve_fit
 
@@ -154,7 +241,8 @@ def replace_section(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda _: f"{begin}\n{body}\n{end}", text)
 
 
-PARTS = {"noninteracting": noninteracting_section, "two_electrons": two_electron_section}
+PARTS = {"noninteracting": noninteracting_section, "two_electrons": two_electron_section, "demo": demo_section,
+         "peer": peer_section}
 
 
 def main(argv=None) -> int:
