@@ -239,8 +239,9 @@ def cmd_hartree_fock(args) -> int:
     log.info("hartree_fock options: %s", options)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    ds = hartree_fock_sweep(sweep.system, sweep.depths, sweep.depth_labels, options, seed=sweep.seed,
-                            workers=args.workers)
+    # seed 0, not the sweep's seed (which is the VMC's): the reference is a function of the physics
+    # and the hartree_fock options alone, and the model's HF orbital prior (seed 0) reads its solutions
+    ds = hartree_fock_sweep(sweep.system, sweep.depths, sweep.depth_labels, options, seed=0, workers=args.workers)
     from qernel.io import write_netcdf
 
     write_netcdf(ds, out, provenance(sweep))
