@@ -68,6 +68,10 @@ in the attr ``nan_reason`` of ``hf_energy`` and the global attr ``hf_status`` (a
 The ``_stderr`` is the standard deviation over a parametric bootstrap (each value redrawn
 from a normal with its error bar); the grid resolution is a separate, systematic
 uncertainty, recorded as the interval bounds in the attrs ``<name>_interval`` (E_M).
+Whether the two estimates agree (`transition_agreement`): ``transition_depth_difference``
+(interaction − structure factor, E_M), ``transition_depth_difference_stderr`` (both bootstraps and
+both grid resolutions, interval width/√12, in quadrature) and ``transition_depths_agree`` (1 when
+the difference is within AGREEMENT_SIGMAS = 2 of its stderr; also a global attr).
 With fewer than two usable depths (or no K point in the k set) a transition is NaN and a
 warning is issued.
 """
@@ -77,6 +81,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -165,6 +170,28 @@ def estimate_transition(depths, values, stderr=None, mode: str = "abs", n_bootst
     stderr_boot = float(np.std(mid[boot], ddof=1)) if n_bootstrap > 1 else float("nan")
     return TransitionEstimate(float(mid[best]), stderr_boot, (float(v[best]), float(v[best + 1])),
                               float(np.mean(boot == best)), len(v))
+
+
+#: How many standard errors of their difference two transition estimates may differ by and agree.
+AGREEMENT_SIGMAS = 2.0
+
+
+def transition_agreement(a: TransitionEstimate, b: TransitionEstimate) -> tuple[float, float, bool]:
+    """(a.depth − b.depth, its standard error, agree) for two transition estimates.
+
+    Each estimate locates the transition only to within its grid interval, so its uncertainty is
+    its bootstrap stderr and the interval's resolution added in quadrature: a position uniform over
+    an interval of width h has standard deviation h/√12. agree: |difference| <= AGREEMENT_SIGMAS ×
+    its stderr (False when either estimate is undetermined).
+    """
+    def total(e: TransitionEstimate) -> float:
+        width = e.interval[1] - e.interval[0] if len(e.interval) == 2 else float("nan")
+        return math.hypot(e.stderr if np.isfinite(e.stderr) else 0.0, width / math.sqrt(12.0))
+
+    diff = a.depth - b.depth
+    err = math.hypot(total(a), total(b))
+    agree = bool(np.isfinite(diff) and np.isfinite(err) and abs(diff) <= AGREEMENT_SIGMAS * err)
+    return float(diff), float(err), agree
 
 
 def structure_factor_peak(ds: xr.Dataset):
@@ -302,6 +329,16 @@ def build_phase_diagram(observables_datasets, n_bootstrap: int = 2000, seed: int
     inter = estimate_transition(depths, diagram["interaction_energy"].values,
                                 diagram["interaction_energy_stderr"].values, mode="abs",
                                 n_bootstrap=n_bootstrap, seed=seed, name="transition_depth_interaction")
+    diff, diff_err, agree = transition_agreement(inter, sf)
+    diagram["transition_depth_difference"] = ((), diff)
+    diagram["transition_depth_difference_stderr"] = ((), diff_err)
+    diagram["transition_depths_agree"] = ((), np.int8(agree))
+    diagram["transition_depth_difference"].attrs.update(
+        units="E_M", description="transition_depth_interaction − transition_depth_structure_factor; its stderr "
+                                 "adds each estimate's bootstrap and grid resolution (interval width / √12)")
+    diagram["transition_depths_agree"].attrs.update(
+        description=f"1 when |difference| <= {AGREEMENT_SIGMAS:g} × its stderr, 0 otherwise or undetermined")
+    diagram.attrs["transition_depths_agree"] = int(agree)
     for name, est in zip(TRANSITIONS, (inter, sf)):
         diagram[name] = ((), est.depth)
         diagram[f"{name}_stderr"] = ((), est.stderr)

@@ -70,7 +70,8 @@ def _phase_diagram(name: str):
                                                           "structure_factor_peak_stderr", "hf_structure_factor_peak")
                  if k in ds}
         extra.update({k: (float(ds[k]), float(ds[f"{k}_stderr"]), tuple(ds[k].attrs.get("interval", ())))
-                      for k in ("transition_depth_interaction", "transition_depth_structure_factor") if k in ds})
+                      for k in ("transition_depth_interaction", "transition_depth_structure_factor",
+                                "transition_depth_difference") if k in ds})
         if "V_meV" in ds.coords:
             extra["V_meV"] = ds["V_meV"].values.astype(float)
         return extra | {"V": ds["V"].values.astype(float), "energy": ds["energy"].values.astype(float),
@@ -176,6 +177,10 @@ def demo_section(run: bool, cores: int) -> str:
             d, err, interval = pd[key]
             lines.append(f"- transition from the {label}: {d:.3f} ± {err:.3f} E_M (bootstrap), interval "
                          f"{[float(x) for x in interval]}")
+    if "transition_depth_difference" in pd:
+        d, err, _ = pd["transition_depth_difference"]
+        lines.append(f"- difference {d:+.3f} ± {err:.3f} E_M (both bootstraps and grid resolutions): "
+                     f"{'agree' if abs(d) <= 2 * err else 'do NOT agree'} within 2σ")
     head = (f"Sweep `{name}` (config/config.yaml, what `make run` builds): model `{json.dumps(sweep.get('model'))}`, "
             f"training `{json.dumps(sweep.get('pretrain'))}`, evaluation `{json.dumps(sweep.get('evaluate'))}`. "
             f"Energies per hole, E_M; HF: the workflow's symmetry-broken Hartree–Fock reference (`hf_energy`). "

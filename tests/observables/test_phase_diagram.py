@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from qernel import io as qio
-from qernel.aggregate import aggregate, build_phase_diagram, estimate_transition
+from qernel.aggregate import TransitionEstimate, aggregate, build_phase_diagram, estimate_transition, transition_agreement
 from qernel.lattice import Supercell
 from qernel.observables import (MOIRE_CELL_AREA, DensityAccumulator, EnergyAccumulator, StructureFactorAccumulator,
                                 bin_centres, default_kvectors, observables_dataset, ordering_vector_mask)
@@ -95,6 +95,9 @@ def test_transitions_find_known_steps():
     pd = build_phase_diagram(step_sweep(depths, np.random.default_rng(2)), seed=1)
     assert float(pd["transition_depth_interaction"]) == pytest.approx(4.25)
     assert float(pd["transition_depth_structure_factor"]) == pytest.approx(6.25)
+    # two sharp steps 2 E_M apart on a 0.5 grid: they do not agree, and the dataset says so
+    assert float(pd["transition_depth_difference"]) == pytest.approx(-2.0)
+    assert int(pd["transition_depths_agree"]) == 0 and pd.attrs["transition_depths_agree"] == 0
     assert pd.attrs["transition_depth_interaction"] == pytest.approx(4.25)
     np.testing.assert_allclose(pd.attrs["transition_depth_interaction_interval"], [4.0, 4.5])
     # the steps are far above the noise: the bootstrap agrees
@@ -115,6 +118,24 @@ def test_bootstrap_uncertainty_grows_with_error_bars():
     assert noisy.stderr > 0.5 and noisy.support < 0.8
     rise = estimate_transition(v, -y + 0.2 * (v > 4.1), mode="rise")
     assert rise.depth == pytest.approx(4.25)
+
+
+def test_transition_agreement_counts_bootstrap_and_grid_resolution():
+    """Two estimates agree when their difference is within 2 standard errors, each estimate's
+    error being its bootstrap stderr and its interval's resolution (width/√12) in quadrature."""
+    same = TransitionEstimate(3.125, 0.0, (2.5, 3.75), 1.0, 9)
+    diff, err, agree = transition_agreement(same, same)
+    assert diff == 0.0 and err == pytest.approx(np.sqrt(2) * 1.25 / np.sqrt(12)) and agree
+    neighbour = TransitionEstimate(4.375, 0.256, (3.75, 5.0), 0.8, 9)
+    diff, err, agree = transition_agreement(neighbour, same)
+    assert diff == pytest.approx(1.25)
+    assert err == pytest.approx(np.sqrt(0.256**2 + 2 * 1.25**2 / 12))
+    assert not agree  # 1.25 > 2 × 0.571: adjacent intervals, but more than 2σ apart
+    far = TransitionEstimate(8.125, 0.0, (7.5, 8.75), 1.0, 9)
+    assert not transition_agreement(far, same)[2]
+    fine = TransitionEstimate(3.3, 0.0, (3.25, 3.35), 1.0, 9)
+    assert transition_agreement(fine, same)[2]  # within the coarse estimate's resolution
+    assert not transition_agreement(TransitionEstimate.undetermined(), same)[2]
 
 
 def test_single_depth_gives_nan_transition(tmp_path):
