@@ -13,7 +13,8 @@ truncation of the HF functional and of `qernel.exact_diagonalization`), plus the
 in spin orbitals; split by spin as in unrestricted MP2) is
 
     E2 = ¼ Σ_σ Σ_{ijab ∈ σ} |⟨ij||ab⟩|² / (ε_i + ε_j − ε_a − ε_b)
-         + Σ_{i a ∈ ↑, j b ∈ ↓} |⟨ij|ab⟩|² / (ε_i + ε_j − ε_a − ε_b),     ⟨ij||ab⟩ = ⟨ij|ab⟩ − ⟨ij|ba⟩
+         + Σ_{i a ∈ ↑, j b ∈ ↓} |⟨ij|ab⟩|² / (ε_i + ε_j − ε_a − ε_b),
+    ⟨ij||ab⟩ = ⟨ij|ab⟩ − ⟨ij|ba⟩
 
 with i, j occupied and a, b virtual orbitals and ε their orbital energies. The orbitals are the
 semicanonical ones: the Fock matrix of the determinant's density (`HartreeFock.fock`) is
