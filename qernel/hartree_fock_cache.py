@@ -12,7 +12,7 @@ last digit, so each solution is computed once and read back by every later job: 
 energy is then the energy of the very determinant the model starts from.
 
 Files: ``hartree_fock_<key>.npz`` in `qernel.cache.cache_dir()`, key = sha256 of the physics inputs (the
-system, the depth, the options) and CACHE_VERSION, not of the source text (an unrelated edit
+supercell, spin counts, λ and φ — not the meV labels —, the depth, the options) and CACHE_VERSION, not of the source text (an unrelated edit
 must not make a later evaluation recompute). A missing, corrupt or mismatched file is recomputed;
 an unconverged solution is returned but never remembered; an unwritable folder only costs the
 recomputation. Bump CACHE_VERSION when a change to the HF solver changes its solutions.
@@ -78,7 +78,10 @@ def cached_hartree_fock(system: System, depth: float, shells: float, n_starts: i
     `directory` (default `cache_dir()`) as the module docstring says. Raises what hartree_fock raises."""
     depth = float(depth)
     search = None if search_shells is None or search_shells >= shells else float(search_shells)
-    key = cache_key(system, depth, float(shells), int(n_starts), int(seed), int(max_iter), bool(seeded), search)
+    # the Hamiltonian's inputs only: `system.physical` (meV labels) does not change the problem
+    physics = (np.asarray(system.supercell.matrix).tolist(), system.n_up, system.n_down, float(system.coupling),
+               float(system.phase))
+    key = cache_key(physics, depth, float(shells), int(n_starts), int(seed), int(max_iter), bool(seeded), search)
     path = Path(directory or cache_dir()) / f"hartree_fock_{key}.npz"
     if path.exists():
         try:

@@ -161,15 +161,17 @@ def demo_section(run: bool, cores: int) -> str:
     pd = _phase_diagram(name)
     if pd is None or "hf_energy" not in pd:
         return NOT_RUN.format(part="demo")
-    rows = ["| V (E_M) | VMC | HF | VMC − HF | (VMC − HF)/σ | S(K) VMC | S(K) HF |", "|---|---|---|---|---|---|---|"]
+    sweep = _sweep(name)
+    e2 = _mp2_per_electron(sweep, pd["V"])
+    rows = ["| V (E_M) | VMC | HF | VMC − HF | (VMC − HF)/σ | E2 (MP2) | S(K) VMC | S(K) HF |",
+            "|---|---|---|---|---|---|---|---|"]
     below = 0
     for i, v in enumerate(pd["V"]):
         e, s, hf = pd["energy"][i], pd["energy_stderr"][i], pd["hf_energy"][i]
         below += bool(e < hf - 3 * s)
-        rows.append(f"| {v:g} | {e:.4f}({round(s * 1e4):d}) | {hf:.4f} | {e - hf:+.4f} | {(e - hf) / s:+.1f} "
+        rows.append(f"| {v:g} | {e:.4f}({round(s * 1e4):d}) | {hf:.4f} | {e - hf:+.4f} | {(e - hf) / s:+.1f} | {e2[i]} "
                     f"| {pd['structure_factor_peak'][i]:.3f}({round(pd['structure_factor_peak_stderr'][i] * 1e3):d}) "
                     f"| {pd['hf_structure_factor_peak'][i]:.3f} |")
-    sweep = _sweep(name)
     lines = []
     for key, label in (("transition_depth_interaction", "interaction energy (largest |ΔE_int/ΔV|)"),
                        ("transition_depth_structure_factor", "S(K) (largest rise)")):
@@ -181,12 +183,36 @@ def demo_section(run: bool, cores: int) -> str:
         d, err, _ = pd["transition_depth_difference"]
         lines.append(f"- difference {d:+.3f} ± {err:.3f} E_M (both bootstraps and grid resolutions): "
                      f"{'agree' if abs(d) <= 2 * err else 'do NOT agree'} within 2σ")
+    lines.append("E2 (MP2): the second-order Møller–Plesset energy on the same HF determinant (`qernel.mp2`), an "
+                 "estimate of the correlation energy beyond HF that a correlated ansatz can gain; blank where the HF "
+                 "determinant is not an aufbau solution (MP2 undefined).")
     head = (f"Sweep `{name}` (config/config.yaml, what `make run` builds): model `{json.dumps(sweep.get('model'))}`, "
             f"training `{json.dumps(sweep.get('pretrain'))}`, evaluation `{json.dumps(sweep.get('evaluate'))}`. "
             f"Energies per hole, E_M; HF: the workflow's symmetry-broken Hartree–Fock reference (`hf_energy`). "
             f"results/{name}/phase_diagram.nc, written {pd['mtime']:%Y-%m-%d %H:%M} UTC, git {pd['git_commit'][:12]}:")
     verdict = f"VMC below HF by more than 3σ at {below} of {len(pd['V'])} depths."
     return "\n".join([head, "", *rows, "", verdict, "", *lines])
+
+
+def _mp2_per_electron(sweep: dict, depths) -> list[str]:
+    """E2/N (E_M) at each depth as text, on the workflow reference's HF solution (read from the HF
+    cache when the reference ran on this machine); blank where MP2 is undefined."""
+    from qernel.hartree_fock_cache import cached_hartree_fock
+    from qernel.mp2 import mp2_energy
+    from qernel.reference import HFOptions, choose_shells
+
+    system = _system(sweep)
+    options = HFOptions.from_dict(sweep.get("hartree_fock"))
+    shells, _ = choose_shells(system, options)
+    out = []
+    for v in depths:
+        try:
+            r = cached_hartree_fock(system, float(v), shells, options.starts, 0, options.max_iter, options.seeded,
+                                    min(options.search_shells, shells))
+            out.append(f"{mp2_energy(r, system, float(v)) / system.n_electrons:+.4f}")
+        except ValueError:
+            out.append("")
+    return out
 
 
 #: PeriodicWave's energies per hole (E_M) on the peer system at 0, 5, 15 meV, same CPU (issue 13).

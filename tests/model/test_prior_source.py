@@ -92,6 +92,14 @@ def test_cache_is_read_and_a_corrupt_file_is_recomputed(tmp_path, monkeypatch):
     for a, b in zip(first.coefficients, again.coefficients):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(first.energies, again.energies)
+    # the meV labels of a system do not change its Hamiltonian: the same entry
+    import dataclasses
+
+    from qernel.units import PhysicalParameters
+
+    labelled = dataclasses.replace(SYSTEM, physical=PhysicalParameters(0.35, 5.0, 8.031))
+    labelled_again = cached_hartree_fock_targets(labelled, [3.0], directory=tmp_path, shells=2.0)
+    np.testing.assert_array_equal(labelled_again.energies, first.energies)
     monkeypatch.setattr(cache, "hartree_fock", solve)
     for junk in (b"", b"PK\x03\x04junk"):
         files[0].write_bytes(junk)
