@@ -95,8 +95,8 @@ def test_bands_console_script_and_python_m(tmp_path):
 def test_info_list_and_resolved_sweep(capsys):
     code, out, _ = run_main(capsys, "info", "--config", str(CONFIG), "--list")
     assert code == 0
-    assert out.split() == ["demo", "demo_meV", "check_two_electrons", "check_noninteracting", "paper_6x6", "paper_9x9", "paper_12x12",
-                           "paper_15x15"]
+    assert out.split() == ["demo", "demo_meV", "peer_periodicwave", "check_two_electrons", "check_noninteracting",
+                           "paper_6x6", "paper_9x9", "paper_12x12", "paper_15x15"]
     code, out, err = run_main(capsys, "info", "--config", str(CONFIG), "--sweep", "paper_6x6", "--no-model")
     assert code == 0
     info = yaml.safe_load(out)

@@ -79,7 +79,8 @@ def test_dry_run_paper_sweeps(tmp_path):
 def test_run_sweeps_all_and_explicit_targets(tmp_path):
     res = snakemake("-n", "--directory", tmp_path, "--configfile", CONFIG, "--config", "run_sweeps=all")
     assert res.returncode == 0, res.stdout
-    assert job_counts(res.stdout)["pretrain"] == 8  # demo, demo_meV, check_two_electrons, check_noninteracting, 4 paper sweeps
+    # demo, demo_meV, peer_periodicwave, check_two_electrons, check_noninteracting, 4 paper sweeps
+    assert job_counts(res.stdout)["pretrain"] == 9
     res = snakemake("results/paper_9x9/phase_diagram.nc", "-n", "--directory", tmp_path, "--configfile", CONFIG)
     assert res.returncode == 0, res.stdout
     counts = job_counts(res.stdout)

@@ -172,3 +172,13 @@ if workflow.is_main_process:
         for _note in SWEEPS[_name].notes:
             logger.info(f"sweeps.{_name}.{_note}")
     logger.info(f"local rules (they run where snakemake runs, never queued on a cluster): {', '.join(LOCAL_RULES)}")
+
+
+def hartree_fock_first(wildcards):
+    """A model whose orbital prior is the Hartree-Fock solution waits for the sweep's HF reference,
+    which remembers each depth's solution on disk (qernel.hartree_fock_cache): the prior then reads
+    them instead of solving the same problems again in parallel. Only an order: ancient(), so a new
+    hartree_fock.nc (an edit of the HF options) never reruns the training."""
+    if SWEEPS[wildcards.sweep].model.prior_source == "hartree_fock":
+        return [ancient(sweep_file(wildcards.sweep, "hartree_fock.nc"))]
+    return []

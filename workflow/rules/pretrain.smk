@@ -5,16 +5,6 @@
 # per run-defining config: a set of another config waits, unchanged, in checkpoints.<hash>/ and
 # is resumed when that config comes back (qernel.checkpoint.claim; config/README.md).
 # model.msgpack is a copy of the final checkpoint. The log is appended to, never truncated.
-def hartree_fock_first(wildcards):
-    """A model whose orbital prior is the Hartree-Fock solution waits for the sweep's HF reference,
-    which remembers each depth's solution on disk (qernel.hartree_fock_cache): the prior then reads
-    them instead of solving the same problems again in parallel. Only an order: ancient(), so a new
-    hartree_fock.nc (an edit of the HF options) never reruns the training."""
-    if SWEEPS[wildcards.sweep].model.prior_source == "hartree_fock":
-        return [ancient(sweep_file(wildcards.sweep, "hartree_fock.nc"))]
-    return []
-
-
 rule pretrain:
     input:
         config=snapshot("pretrain"),
