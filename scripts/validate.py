@@ -183,9 +183,10 @@ def demo_section(run: bool, cores: int) -> str:
         d, err, _ = pd["transition_depth_difference"]
         lines.append(f"- difference {d:+.3f} ± {err:.3f} E_M (both bootstraps and grid resolutions): "
                      f"{'agree' if abs(d) <= 2 * err else 'do NOT agree'} within 2σ")
-    lines.append("E2 (MP2): the second-order Møller–Plesset energy on the same HF determinant (`qernel.mp2`), an "
-                 "estimate of the correlation energy beyond HF that a correlated ansatz can gain; blank where the HF "
-                 "determinant is not an aufbau solution (MP2 undefined).")
+    lines += ["", "E2 (MP2): the second-order Møller–Plesset energy on the same HF determinant (`qernel.mp2`), an "
+              "estimate of the correlation energy beyond HF that a correlated ansatz can gain; blank where the HF "
+              "determinant is not an aufbau solution (MP2 undefined). Second order in the interaction, it overestimates "
+              "the correlation energy where the HF gap is small (here the liquid side)."]
     head = (f"Sweep `{name}` (config/config.yaml, what `make run` builds): model `{json.dumps(sweep.get('model'))}`, "
             f"training `{json.dumps(sweep.get('pretrain'))}`, evaluation `{json.dumps(sweep.get('evaluate'))}`. "
             f"Energies per hole, E_M; HF: the workflow's symmetry-broken Hartree–Fock reference (`hf_energy`). "
