@@ -83,6 +83,13 @@ def _phase_diagram(name: str):
                 "mtime": datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)}
 
 
+def _outputs(name: str, run: bool, cores: int):
+    """The sweep's phase diagram (`_phase_diagram`), after running the sweep when `run`."""
+    if run:
+        _run_sweep(name, cores)
+    return _phase_diagram(name)
+
+
 def _system(sweep: dict):
     from qernel.lattice import Supercell
     from qernel.system import System
@@ -96,9 +103,7 @@ def noninteracting_section(run: bool, cores: int) -> str:
     from qernel.bands import noninteracting_ground_state
 
     name = "check_noninteracting"
-    if run:
-        _run_sweep(name, cores)
-    pd = _phase_diagram(name)
+    pd = _outputs(name, run, cores)
     if pd is None:
         return NOT_RUN.format(part="noninteracting")
     sweep = _sweep(name)
@@ -126,9 +131,7 @@ def two_electron_section(run: bool, cores: int) -> str:
     from qernel.exact_diagonalization import two_electron_energy
 
     name = "check_two_electrons"
-    if run:
-        _run_sweep(name, cores)
-    pd = _phase_diagram(name)
+    pd = _outputs(name, run, cores)
     if pd is None:
         return NOT_RUN.format(part="two_electrons")
     sweep = _sweep(name)
@@ -156,9 +159,7 @@ def two_electron_section(run: bool, cores: int) -> str:
 
 def demo_section(run: bool, cores: int) -> str:
     name = "demo"
-    if run:
-        _run_sweep(name, cores)
-    pd = _phase_diagram(name)
+    pd = _outputs(name, run, cores)
     if pd is None or "hf_energy" not in pd:
         return NOT_RUN.format(part="demo")
     sweep = _sweep(name)
@@ -231,9 +232,7 @@ def _benchmark_seconds(name: str, stage: str) -> float:
 
 def peer_section(run: bool, cores: int) -> str:
     name = "peer_periodicwave"
-    if run:
-        _run_sweep(name, cores)
-    pd = _phase_diagram(name)
+    pd = _outputs(name, run, cores)
     if pd is None or "V_meV" not in pd:
         return NOT_RUN.format(part="peer")
     rows = ["| V (meV) | V (E_M) | QERNEL (one shared run) | PeriodicWave | QERNEL − PeriodicWave | in σ | HF |",
