@@ -96,14 +96,15 @@ def hartree_fock_targets(system: System, depths, reference_depth: float | None =
 
 def cached_hartree_fock_targets(system: System, depths, reference_depth: float | None = None, shells: float = 3.0,
                                 search_shells: float | None = 2.0, starts: int = 2,
-                                seed: int = 0, directory=None) -> TargetOrbitals:
-    """`hartree_fock_targets` (seeded, 200 iterations) whose HF solution at each depth is remembered
+                                seed: int = 0, directory=None, seeded: bool = True,
+                                max_iter: int = 200) -> TargetOrbitals:
+    """`hartree_fock_targets` whose HF solution at each depth is remembered
     on disk (`qernel.hartree_fock_cache.cached_hartree_fock`, in `directory`, default its
     `cache_dir()`): every job that builds the same HF-prior model (pretraining, each depth's
     evaluation) reads the solutions that the sweep's HF reference rule (or the first job) computed,
     and only the cheap gauge walk is redone. Solutions that did not converge are used with a warning
     (and not remembered)."""
-    t = hartree_fock_targets(system, depths, reference_depth, shells, starts, True, 200, seed, search_shells,
+    t = hartree_fock_targets(system, depths, reference_depth, shells, starts, seeded, max_iter, seed, search_shells,
                              directory=directory or cache_dir())
     if not np.all(t.closed_shell):
         bad = [float(v) for v, ok in zip(t.depths, t.closed_shell) if not ok]

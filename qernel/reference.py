@@ -123,8 +123,10 @@ def choose_shells(system, options: HFOptions) -> tuple[float | None, int]:
         shells = max(MIN_SHELLS, shells - 0.5)
 
 
-def _solve(system, depth, shells, options, seed, directory):
-    """One depth's HF (a top-level function: it runs in worker processes too)."""
+def reference_solution(system, depth, shells, options: HFOptions, seed: int = 0, directory=None):
+    """The reference's HF solution at one depth (E_M per supercell): `cached_hartree_fock` with the
+    options' starts, iterations and seeding, searched at min(search_shells, shells); read from the
+    HF cache when any job solved it before. A top-level function: it runs in worker processes too."""
     return cached_hartree_fock(system, depth, shells, options.starts, seed, options.max_iter, options.seeded,
                                min(options.search_shells, shells), directory)
 
@@ -158,7 +160,7 @@ def hartree_fock_sweep(system, depths, labels=None, options: HFOptions | None = 
     density = np.full((nv,) + tuple(bins), np.nan)
     status, won = [], []
     shells, size = choose_shells(system, options) if options.enabled else (None, 0)
-    solve = functools.partial(_solve, system, shells=shells, options=options, seed=seed, directory=cache_directory)
+    solve = functools.partial(reference_solution, system, shells=shells, options=options, seed=seed, directory=cache_directory)
     pending, pool = [], None
     if shells is not None and options.enabled:
         pool = (concurrent.futures.ProcessPoolExecutor(min(workers, nv), mp_context=multiprocessing.get_context("spawn"))

@@ -199,9 +199,8 @@ def demo_section(run: bool, cores: int) -> str:
 def _mp2_per_electron(sweep: dict, depths) -> list[str]:
     """E2/N (E_M) at each depth as text, on the workflow reference's HF solution (read from the HF
     cache when the reference ran on this machine); blank where MP2 is undefined."""
-    from qernel.hartree_fock_cache import cached_hartree_fock
     from qernel.mp2 import mp2_energy
-    from qernel.reference import HFOptions, choose_shells
+    from qernel.reference import HFOptions, choose_shells, reference_solution
 
     system = _system(sweep)
     options = HFOptions.from_dict(sweep.get("hartree_fock"))
@@ -209,8 +208,7 @@ def _mp2_per_electron(sweep: dict, depths) -> list[str]:
     out = []
     for v in depths:
         try:
-            r = cached_hartree_fock(system, float(v), shells, options.starts, 0, options.max_iter, options.seeded,
-                                    min(options.search_shells, shells))
+            r = reference_solution(system, float(v), shells, options)
             out.append(f"{mp2_energy(r, system, float(v)) / system.n_electrons:+.4f}")
         except ValueError:
             out.append("")

@@ -180,7 +180,8 @@ def reference_orbitals(system, ground_state: GroundState, depth: float, complex_
                 raise ValueError(f"model.prior_source: hartree_fock: the smallest HF basis has {size} plane waves, over "
                                  f"the bound of {options.max_plane_waves}; use prior_source: bands for this supercell")
             t = cached_hartree_fock_targets(system, grid, reference_depth=float(depth), shells=shells,
-                                            search_shells=min(options.search_shells, shells), starts=options.starts)
+                                            search_shells=min(options.search_shells, shells), starts=options.starts,
+                                            seeded=options.seeded, max_iter=options.max_iter)
         elif prior_source == "bands":
             t = make_targets(system, grid, reference_depth=float(depth))
         else:
