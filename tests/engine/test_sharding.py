@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def test_two_device_step_equals_one_device_step():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               OPENBLAS_NUM_THREADS="1")
+    # two CPU devices, added to the suite's XLA options (tests/conftest.py)
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags, OPENBLAS_NUM_THREADS="1")
     script = Path(__file__).with_name("sharded_run.py")
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
