@@ -491,9 +491,12 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     use_compilation_cache()  # before the command imports JAX (qernel.cache)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+    # the project's messages at INFO; other libraries' only from WARNING up (matplotlib's PDF
+    # backend has fontTools log ~600 INFO lines of font subsetting per `qernel plot`)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
                         force=True)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (CLIError, ConfigError) as e:
