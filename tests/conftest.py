@@ -80,10 +80,9 @@ if os.environ.get(_CACHE_DIR) and os.environ.get("QERNEL_TEST_JAX_CACHE", "1") !
 #: starting the SLURM test last. A test missing here counts as short and keeps its place.
 EXPECTED_SECONDS = {
     "tests/slurm/test_slurm_workflow.py::test_workflow_through_slurm": 250,
-    "tests/workflow/test_end_to_end.py::test_tiny_sweep_end_to_end": 170,
+    "tests/workflow/test_end_to_end.py::test_tiny_sweep_end_to_end_from_odd_paths_then_edits_that_change_nothing": 190,
     "tests/engine/test_optim_scale.py::test_far_more_parameters_than_walkers_rejects_no_sr_step": 35,
     "tests/engine/test_model_integration.py::test_network_converges_to_the_noninteracting_ground_state": 80,
-    "tests/workflow/test_config_edits.py::test_tiny_chain_from_paths_with_spaces_and_edits_that_change_nothing": 60,
     "tests/test_checkpoint_sets.py::test_the_issue_example_a_config_edit_and_its_revert_resume_the_killed_run": 55,
     "tests/workflow/test_workflow.py::test_what_reruns": 75,
     "tests/engine/test_train_physics.py::test_electron_gas_beats_the_plane_wave_determinant": 85,
@@ -124,12 +123,9 @@ GROUPS = {
     "tests/model/test_wavefunction.py": "wavefunction",
     "tests/model/test_wavefunction_float64.py": "wavefunction_float64",
     "tests/workflow/test_slurm_profile.py": "slurm_profile",
-    # the killed-pretraining test and the chain of test_config_edits train the e2e test's tiny
-    # sweep (smk.tiny_sweep): after it, their jobs load every program from the compilation cache
-    # (measured: 51 s instead of 168 s alone for the killed pretraining)
+    # the killed-pretraining test trains the e2e test's tiny sweep (smk.tiny_sweep): after it, its
+    # jobs load every program from the compilation cache (measured: 51 s instead of 168 s alone)
     "tests/workflow/test_end_to_end.py": "end_to_end",
-    "tests/workflow/test_config_edits.py::test_tiny_chain_from_paths_with_spaces_and_edits_that_change_nothing":
-        "end_to_end",
 }
 
 

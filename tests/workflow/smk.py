@@ -107,8 +107,8 @@ TINY_DEPTHS = ["0.000", "6.000"]
 def tiny_sweep(steps: int = 20, checkpoint_every: int = 5, energy_unit_meV: float | None = 3.3756) -> dict:
     """Two depths, a very small model, a few steps: the pipeline's plumbing, not its physics.
 
-    The workflow tests that train for real (test_end_to_end, test_config_edits) use this one
-    sweep, whatever their steps and shown units: their jobs then compile the same JAX programs,
+    The workflow tests that train for real (test_end_to_end) use this one sweep, whatever their
+    steps and shown units: their jobs then compile the same JAX programs,
     and a test that follows another on the same xdist worker (tests/conftest.py GROUPS) loads
     them from the session's compilation cache instead of compiling them again."""
     system = {"supercell": [[2, 0], [0, 2]], "n_up": 2, "n_down": 0, "units": "moire", "coupling": 10.62,

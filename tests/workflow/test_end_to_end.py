@@ -1,10 +1,19 @@
-"""End to end: the real workflow (real training) on a tiny sweep in a temporary copy of the
-workflow, through the snakemake command line as a user runs it.
+"""End to end: the real workflow (real training) on a tiny sweep, through the snakemake command
+line as a user runs it, from a copy of the repository whose paths are awkward (issue 15, item 5):
 
-- the run ends with phase_diagram.nc (the variables of DESIGN.md §4) and every figure;
+- the checkout, its results folder and the virtual environment's path hold a space and `ü`, and the
+  sweep is named `on` (YAML reads it as true; written unquoted, as a user would: item 4);
+- the run ends with phase_diagram.nc (the variables of DESIGN.md §4) and every figure; the jobs ran
+  the copy's package;
 - running it again does nothing; deleting one depth's outputs reruns only that depth's chain
   (and the per-sweep phase diagram and figures);
+- then, on the same finished sweep (issue 15, item 2), edits that change nothing (a compute key, a
+  default written out, an equivalent spelling) plan no pretraining and no evaluation, and
+  `energy_unit_meV` (only shown) redraws the analysis only; a run key (the seed) is a new run;
 - a pretraining job killed mid-run resumes from its checkpoint when the workflow is restarted.
+
+One sweep is built once for all of the first four (they used to be two tests building the same
+chain twice: issue 15 asks for tests that share builds).
 
 The budget of a first run (at most 3 minutes on a 2-core CPU for the tiny sweep, smk.tiny_sweep, every job
 compiling its programs itself) is a speed measurement: it is checked on demand by
@@ -27,7 +36,9 @@ from pathlib import Path
 
 import pytest
 
-from smk import REPO, TINY_DEPTHS, job_counts, snakemake, tiny_sweep, write_config
+import yaml
+
+from smk import REPO, TINY_DEPTHS, TINY_MODEL, job_counts, snakemake, tiny_sweep, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -77,16 +88,57 @@ def mtimes(folder: Path) -> dict[Path, int]:
             and "/benchmarks/" not in str(p)}
 
 
+def chain_sweep() -> dict:
+    """The workflow tests' tiny sweep (smk.tiny_sweep), with energy_unit_meV and
+    evaluate.finetune_steps left to their defaults: the edits below write them out."""
+    sweep = tiny_sweep(energy_unit_meV=None)
+    del sweep["evaluate"]["finetune_steps"]
+    return sweep
+
+
+def odd_project(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the repository (workflow, package, profiles, environment file) at a path with a
+    space and `ü`, and a virtual environment path with a space (a link to the one running the tests)."""
+    base = tmp_path / "q ü"
+    root = base / "repo copy"
+    for name in ("workflow", "qernel", "profiles"):
+        shutil.copytree(REPO / name, root / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "environment.yml", root / "environment.yml")
+    venv = base / "venv dir"
+    venv.symlink_to(Path(sys.prefix), target_is_directory=True)
+    python = venv / "bin" / Path(sys.executable).name
+    assert python.exists(), python
+    return root, python
+
+
+def run_in(root: Path, python: Path, *args, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`snakemake ARGS` with the odd project's interpreter and package, in its root."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root), "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.run([str(python), "-m", "snakemake", *map(str, args)], cwd=root, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def write_on(cfg: Path, sweep: dict) -> None:
+    """The config with the one sweep named `on`, written unquoted (YAML reads it as true)."""
+    write_config(cfg, {"on": sweep})
+    text = cfg.read_text()
+    assert "'on':" in text
+    cfg.write_text(text.replace("'on':", "on:"))
+
+
 @requires_pipeline
-def test_tiny_sweep_end_to_end(tmp_path):
+def test_tiny_sweep_end_to_end_from_odd_paths_then_edits_that_change_nothing(tmp_path):
     xr = pytest.importorskip("xarray")
     from qernel.plots import FIGURES
 
-    root = workflow_copy(tmp_path, tiny_sweep())
-    res = run(root)
+    root, python = odd_project(tmp_path)
+    cfg = root / "config" / "config.yaml"
+    sweep = chain_sweep()
+    write_on(cfg, sweep)
+    res = run_in(root, python, "--cores", "2")
     assert res.returncode == 0, res.stdout[-6000:]
 
-    results = root / "results" / "tiny"
+    results = root / "results" / "on"
     with xr.open_dataset(results / "phase_diagram.nc") as ds:
         assert ds.sizes["V"] == len(DEPTHS)
         for name in ("energy", "kinetic_energy", "potential_energy", "interaction_energy"):
@@ -102,23 +154,67 @@ def test_tiny_sweep_end_to_end(tmp_path):
     for label in DEPTHS:
         assert (results / "depth" / label / "evaluation.nc").is_file()
         assert (results / "depth" / label / "observables.nc").is_file()
-    assert "devices:" in (results / "logs" / "pretrain.log").read_text()
+    log = (results / "logs" / "pretrain.log").read_text()
+    assert "devices:" in log and "sweep on from results/on/config/pretrain.yaml" in log
+    plot_log = (results / "logs" / "plot.log").read_text()
+    assert "qernel INFO: wrote" in plot_log and "fontTools" not in plot_log  # no library's INFO chatter
+    where = subprocess.run([str(python), "-c", "import qernel; print(qernel.__file__)"], capture_output=True,
+                           cwd=root, text=True, env={**os.environ, "PYTHONPATH": str(root)}, check=True).stdout.strip()
+    assert where == str(root / "qernel" / "__init__.py")  # the jobs ran the copy's package
 
     # a finished workflow: nothing to do, nothing touched
     before = mtimes(results)
-    res = run(root)
+    res = run_in(root, python, "--cores", "2")
     assert res.returncode == 0 and "Nothing to be done" in res.stdout, res.stdout[-3000:]
     assert mtimes(results) == before
 
     # deleting one depth's outputs reruns that depth's chain only
     shutil.rmtree(results / "depth" / DEPTHS[1])
-    res = run(root)
+    res = run_in(root, python, "--cores", "2")
     assert res.returncode == 0, res.stdout[-6000:]
     assert job_counts(res.stdout) == {"evaluate": 1, "observables": 1, "aggregate": 1, "plot": 1, "all": 1}
     after = mtimes(results)
     for path, mtime in before.items():
         if f"/depth/{DEPTHS[1]}/" not in str(path) and path.name != "phase_diagram.nc" and "figures" not in str(path):
             assert after[path] == mtime, f"{path} was rewritten"
+
+    # edits that change nothing, on the finished sweep (issue 15, item 2)
+    ckpts = results / "pretrain" / "checkpoints"
+    ckpts_before = sorted(p.name for p in ckpts.iterdir())
+
+    def plan(new_sweep) -> dict:
+        cfg.write_text(yaml.safe_dump({"sweeps": {"on": new_sweep}}).replace("'on':", "on:"))
+        res = run_in(root, python, "-n")
+        assert res.returncode == 0, res.stdout[-4000:]
+        return job_counts(res.stdout)
+
+    # compute keys, defaults written out, equivalent spellings, resources, description: nothing reruns
+    same = yaml.safe_load(yaml.safe_dump(sweep))
+    same["model"] = {**TINY_MODEL, "n_layers": 1, "dtype": "float32"}  # a default written out
+    same["pretrain"].update(optimizer="sr", log_every=1, max_vmap_batch_size=8, checkpoint_every=3, laplacian="jvp")
+    same["evaluate"].update(max_vmap_batch_size=4, checkpoint_every=2, finetune_steps=0)
+    same["depths"] = {"start": 0.0, "stop": 6.0, "num": 2}
+    same["description"] = "the same run"
+    same["resources"] = {"pretrain": {"runtime": 5, "mem_mb": 1000}}
+    counts = plan(same)
+    assert set(counts) <= {"sweep_compute_config"}, counts
+    res = run_in(root, python, "--cores", "2")  # rewrites the compute snapshots only
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert set(job_counts(res.stdout)) <= {"sweep_compute_config"}
+    assert sorted(p.name for p in ckpts.iterdir()) == ckpts_before and not list(ckpts.parent.glob("checkpoints.*"))
+    compute = yaml.safe_load((results / "config" / "pretrain.compute.yaml").read_text())["sweeps"]["on"]
+    assert compute["pretrain"]["max_vmap_batch_size"] == 8  # the next job would use it
+
+    # energy_unit_meV is only shown: the analysis is redrawn, nothing is retrained or re-measured
+    shown = yaml.safe_load(yaml.safe_dump(same))
+    shown["system"]["energy_unit_meV"] = 3.3756
+    counts = plan(shown)
+    assert "pretrain" not in counts and "evaluate" not in counts, counts
+    assert counts["observables"] == 2 and counts["plot"] == 1
+
+    # a run key (the seed) is a new run
+    counts = plan({**shown, "seed": 1})
+    assert counts["pretrain"] == 1 and counts["evaluate"] == 2
 
 
 @requires_training
