@@ -11,8 +11,8 @@ CORES  ?= 2
 # the scheduler (the executor plugin checks job status every ~10 s: ~370 s wall for ~140 s of
 # CPU) and the workflow tests wait on their snakemake jobs, so with CORES workers a core sits
 # idle meanwhile. Measured on the 2-core CI machine (whole suite): ~1400 s wall with -n 2,
-# ~1270 s with -n 3 (before tests/conftest.py set XLA for fast compilation: ~800 s with -n 3 on
-# this project's 2-core development machine since). CORES stays what snakemake gets.
+# ~1270 s with -n 3, before tests/conftest.py set XLA for fast compilation (since: 678 s with
+# -n 3 in a fresh clone on the 2-core development machine). CORES stays what snakemake gets.
 TEST_WORKERS ?= $(shell expr $(CORES) + 1)
 
 .PHONY: setup run test bench validate clean-venv
