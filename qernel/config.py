@@ -64,6 +64,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from importlib import resources as importlib_resources
 from pathlib import Path
@@ -504,11 +505,76 @@ def check_schema(config: Mapping) -> None:
                                                     f"quote it so that it is the name you wrote")
     schema = load_schema()
     validator = jsonschema.Draft7Validator(schema)
+    numbers_as_written(config, validator)
     errors = list(validator.iter_errors(to_plain(config)))
     if not errors:
         return
     errors.sort(key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
     raise _format_schema_error(errors[0], schema)
+
+
+#: A number as YAML 1.2 writes it (`1e-3`, `1.0e6`, `5E+2`); PyYAML and Snakemake read YAML 1.1,
+#: whose floats need a dot and a signed exponent, so they read these as text.
+_NUMBER_LITERAL = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def _errors_within(errors):
+    for error in errors:
+        yield error
+        yield from _errors_within(error.context or ())
+
+
+def numbers_as_written(config, validator=None) -> int:
+    """Read, in place, every text value of `config` that stands where the schema wants a number
+    and is a number as YAML 1.2 writes it: `learning_rate: 1e-3` is 0.001 (an integer where the
+    schema wants one: `steps: 1e3` is 1000), as the user meant; YAML 1.1 (PyYAML, Snakemake)
+    reads it as the text "1e-3". Other text stays as it is (a description, a sweep name in
+    run_sweeps). Returns the number of values read. `check_schema` calls it first."""
+    if validator is None:
+        import jsonschema
+
+        validator = jsonschema.Draft7Validator(load_schema())
+    count = 0
+    while True:
+        found = []
+        for error in _errors_within(validator.iter_errors(to_plain(config))):
+            wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            if (error.validator == "type" and isinstance(error.instance, str) and {"number", "integer"} & set(wanted)
+                    and _NUMBER_LITERAL.fullmatch(error.instance.strip())):
+                value = float(error.instance)
+                if "number" not in wanted and value.is_integer():
+                    value = int(value)
+                found.append((tuple(error.absolute_path), value))
+        changed = 0
+        for path, value in dict(found).items():
+            parent = config
+            for key in path[:-1]:
+                parent = parent[key]
+            if path and isinstance(parent[path[-1]], str):
+                parent[path[-1]] = value
+                changed += 1
+        if not changed:
+            break
+        count += changed
+    # the keys of model, pretrain and evaluate are typed by their dataclasses, not by the schema
+    from qernel.eval_config import EvalConfig
+    from qernel.model.config import ModelConfig
+    from qernel.train_config import TrainConfig
+
+    sweeps = config.get("sweeps") if isinstance(config, Mapping) else None
+    for spec in (sweeps.values() if isinstance(sweeps, Mapping) else ()):
+        for part, cls in (("model", ModelConfig), ("pretrain", TrainConfig), ("evaluate", EvalConfig)):
+            section = spec.get(part) if isinstance(spec, Mapping) else None
+            if not isinstance(section, dict):
+                continue
+            for field in dataclasses.fields(cls):
+                value, kind = section.get(field.name), str(field.type)
+                if (isinstance(value, str) and _NUMBER_LITERAL.fullmatch(value.strip())
+                        and ("float" in kind or "int" in kind)):
+                    number = float(value)
+                    section[field.name] = int(number) if "float" not in kind and number.is_integer() else number
+                    count += 1
+    return count
 
 
 def to_plain(obj):

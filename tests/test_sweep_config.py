@@ -454,3 +454,44 @@ def test_an_error_in_a_merged_sweep_says_where_each_key_comes_from():
     assert "--replace-workflow-config" in msg
     # a sweep from one file only: the message stays as it was
     assert qc.explain_origin(info.value, [("my.yaml", merged)]) == str(info.value)
+
+
+NUMBERS = """\
+run_sweeps: [1e3]
+sweeps:
+  1e3:
+    description: 1e3
+    system: {supercell: [[2, 0], [0, 2]], n_up: 2, n_down: 1, units: moire, coupling: 1.5e0, phase_deg: 45}
+    depths: [0.0, 1e0, 2.5]
+    model: {preset: tiny, orbital_init_scale: 1e-1}
+    pretrain: {batch_size: 12, steps: 1e2, learning_rate: 1e-3, sr_damping: 1.0E-4, max_update_norm: 3e-2}
+    evaluate: {samples: 2.4e1, batch_size: 12, init_width: 1e-1}
+"""
+
+
+def test_numbers_written_as_yaml_1_2_writes_them_are_numbers(tmp_path):
+    """`1e-3`, `1.0E-4`, `1e2` are numbers to a user (YAML 1.2) but text to PyYAML and Snakemake
+    (YAML 1.1): read where a number is wanted, they are the numbers meant, in every part of a
+    sweep (schema keys, model, pretrain, evaluate), and hash like the same numbers written
+    with a dot; text stays text where text is wanted (a description, a sweep name)."""
+    path = tmp_path / "numbers.yaml"
+    path.write_text(NUMBERS)
+    plain = yaml.safe_load(NUMBERS)["sweeps"]["1e3"]
+    assert plain["pretrain"]["learning_rate"] == "1e-3" and plain["system"]["coupling"] == "1.5e0"  # YAML 1.1
+    sweep = qc.load_sweep(path, "1e3")
+    assert sweep.resolved["pretrain"]["learning_rate"] == 0.001 and sweep.resolved["pretrain"]["steps"] == 100
+    assert sweep.resolved["pretrain"]["sr_damping"] == 1e-4 and sweep.resolved["pretrain"]["max_update_norm"] == 0.03
+    assert sweep.resolved["evaluate"]["samples"] == 24 and sweep.resolved["evaluate"]["init_width"] == 0.1
+    assert sweep.resolved["model"]["orbital_init_scale"] == 0.1
+    assert sweep.system.coupling == 1.5 and list(sweep.depths) == [0.0, 1.0, 2.5]
+    config = qc.read_config(path)
+    assert qc.validate_config(config)["1e3"].config_hash == sweep.config_hash
+    assert config["sweeps"]["1e3"]["description"] == "1e3" and config["run_sweeps"] == ["1e3"]
+    dotted = NUMBERS.replace("1e-3", "0.001").replace("1.0E-4", "0.0001").replace("1e2", "100").replace(
+        "3e-2", "0.03").replace("1.5e0", "1.5").replace("1e0", "1.0").replace("1e-1", "0.1").replace("2.4e1", "24")
+    (tmp_path / "dotted.yaml").write_text(dotted)
+    assert qc.load_sweep(tmp_path / "dotted.yaml", "1e3").config_hash == sweep.config_hash
+    # what cannot be a number is still named
+    path.write_text(NUMBERS.replace("learning_rate: 1e-3", "learning_rate: 1e-3x"))
+    with pytest.raises(qc.ConfigError, match="learning_rate must be a finite number, got '1e-3x'"):
+        qc.load_sweep(path, "1e3")

@@ -62,3 +62,26 @@ def test_a_merged_configfile_says_where_each_key_comes_from(tmp_path):
     assert {j["wildcards"].get("sweep") for j in dry_run_jobs(res.stdout) if j["rule"] != "all"} == {"demo"}
     snap = [j for j in dry_run_jobs(res.stdout) if j["rule"] == "pretrain"]
     assert len(snap) == 1 and job_counts(res.stdout)["evaluate"] == 2
+
+
+def test_numbers_written_as_yaml_1_2_writes_them_reach_the_jobs(tmp_path):
+    """`learning_rate: 1e-3` (text to Snakemake's YAML 1.1) is accepted and the pretraining job's
+    config snapshot holds the number 0.001, so the job trains with it; a run key written either
+    way is the same run (the same snapshot)."""
+    sweep = small_sweep()
+    sweep["pretrain"].update(learning_rate="1e-3", sr_damping="1.0E-4")
+    cfg = write_config(tmp_path / "numbers.yaml", {"n": sweep})
+    text = cfg.read_text().replace("'1e-3'", "1e-3").replace("'1.0E-4'", "1.0E-4")  # unquoted, as a user writes
+    cfg.write_text(text)
+    target = "results/n/config/pretrain.yaml"
+    res = snakemake(target, "--cores", "1", "--snakefile", SNAKEFILE, "--directory", tmp_path, "--configfile", cfg)
+    assert res.returncode == 0, res.stdout[-4000:]
+    import yaml
+
+    snap = yaml.safe_load((tmp_path / target).read_text())["sweeps"]["n"]["pretrain"]
+    assert snap["learning_rate"] == 0.001 and snap["sr_damping"] == 0.0001
+    first = (tmp_path / target).read_text()
+    cfg.write_text(text.replace("1e-3", "0.001").replace("1.0E-4", "0.0001"))
+    res = snakemake("-n", target, "--snakefile", SNAKEFILE, "--directory", tmp_path, "--configfile", cfg)
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout, res.stdout[-3000:]
+    assert (tmp_path / target).read_text() == first
