@@ -1128,7 +1128,9 @@ class Sweep:
         head = [f"# {what}, resolved by the workflow (defaults filled in)."]
         if stage is not None and not compute:
             head.append(f"# stage hash {self.stage_hash(stage)}; checkpoint-set hash {self.run_hash(stage)}")
-        head += [f"# adapted: {note}" for note in self.notes]
+        # only the notes on the parts this file holds: a note on another stage's key would make an
+        # edit of that stage rewrite this file, and Snakemake rerun the jobs that read it
+        head += [f"# adapted: {note}" for note in self.notes if stage is None or note.split(".", 1)[0] in body]
         return "\n".join(head) + "\n" + text
 
     # -- depths and units ---------------------------------------------------------------------

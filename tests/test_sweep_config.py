@@ -394,6 +394,21 @@ def test_a_default_adapts_to_the_sweep_and_says_so(changes, evaluate, expect, no
     assert any(note in line for line in s.snapshot(part).splitlines() if line.startswith("# adapted:"))
 
 
+def test_a_note_on_one_stage_is_not_in_another_stages_snapshot():
+    """An evaluate-only edit that makes the evaluation batch adapt must not touch the pretraining
+    snapshot (the pretraining would rerun): its note is in the evaluate snapshot only."""
+    adapted = cfg()
+    adapted["sweeps"]["t"]["evaluate"] = {"samples": 500}  # the default batch 512 adapts to 250
+    plain = cfg()
+    plain["sweeps"]["t"]["evaluate"] = {"samples": 128, "batch_size": 16}
+    a, b = qc.validate_config(adapted)["t"], qc.validate_config(plain)["t"]
+    assert any(n.startswith("evaluate.batch_size") for n in a.notes)
+    assert a.snapshot("pretrain") == b.snapshot("pretrain")
+    assert a.snapshot("pretrain", compute=True) == b.snapshot("pretrain", compute=True)
+    assert "# adapted: evaluate.batch_size" in a.snapshot("evaluate")
+    assert "# adapted: evaluate.batch_size" in a.snapshot()
+
+
 def test_no_note_when_the_defaults_fit():
     s = qc.validate_config(cfg(sweeps__t__depths=[0.0, 1.0], sweeps__t__pretrain={}))["t"]
     assert s.resolved["pretrain"]["batch_size"] == 256 and s.resolved["evaluate"]["batch_size"] == 512
