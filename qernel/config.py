@@ -723,7 +723,9 @@ def _system(name: str, spec: Mapping) -> tuple[System, float | None]:
             hint = "give material parameters with units: physical (depths then in meV)"
         else:
             hint = "with units: physical, λ and E_M follow from effective_mass, epsilon, moire_length_nm"
-        raise ConfigError(f"{key}.{wrong[0]}", f"not allowed with units: {units} ({hint})", related=(f"{key}.units",))
+        others = "".join(f"; so is {key}.{k}" for k in wrong[1:])  # every such key at once, not one per run
+        raise ConfigError(f"{key}.{wrong[0]}", f"not allowed with units: {units} ({hint}){others}",
+                          related=(f"{key}.units", *(f"{key}.{k}" for k in wrong[1:])))
 
     matrix = spec["supercell"]
     if isinstance(matrix, int):

@@ -469,6 +469,13 @@ def test_an_error_in_a_merged_sweep_says_where_each_key_comes_from():
     assert "--replace-workflow-config" in msg
     # a sweep from one file only: the message stays as it was
     assert qc.explain_origin(info.value, [("my.yaml", merged)]) == str(info.value)
+    # every key the base file brings that physical units forbid, in one message, with its origin
+    base["sweeps"]["demo"]["system"]["energy_unit_meV"] = 3.3756
+    with pytest.raises(qc.ConfigError) as info:
+        qc.validate_config(qc.merge_configs(base, mine), resolve=False)
+    msg = qc.explain_origin(info.value, layers)
+    assert "; so is sweeps.demo.system.energy_unit_meV" in msg
+    assert "sweeps.demo.system.energy_unit_meV from config/config.yaml" in msg
 
 
 NUMBERS = """\
