@@ -505,8 +505,7 @@ def check_schema(config: Mapping) -> None:
                                                     f"quote it so that it is the name you wrote")
     schema = load_schema()
     validator = jsonschema.Draft7Validator(schema)
-    numbers_as_written(config, validator)
-    errors = list(validator.iter_errors(to_plain(config)))
+    errors = numbers_as_written(config, validator)
     if not errors:
         return
     errors.sort(key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
@@ -518,45 +517,52 @@ def check_schema(config: Mapping) -> None:
 _NUMBER_LITERAL = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
+def _as_number(value, kinds):
+    """`value` read as a number if it is text written as a YAML 1.2 number and `kinds` (type
+    names) want one: an int where only "integer"/"int" is wanted and the number is whole, else a
+    float. Anything else: None."""
+    if not isinstance(value, str) or not _NUMBER_LITERAL.fullmatch(value.strip()):
+        return None
+    kinds = set(kinds)
+    if not kinds & {"number", "integer", "float", "int"}:
+        return None
+    number = float(value)
+    return int(number) if not kinds & {"number", "float"} and number.is_integer() else number
+
+
 def _errors_within(errors):
     for error in errors:
         yield error
         yield from _errors_within(error.context or ())
 
 
-def numbers_as_written(config, validator=None) -> int:
-    """Read, in place, every text value of `config` that stands where the schema wants a number
-    and is a number as YAML 1.2 writes it: `learning_rate: 1e-3` is 0.001 (an integer where the
-    schema wants one: `steps: 1e3` is 1000), as the user meant; YAML 1.1 (PyYAML, Snakemake)
-    reads it as the text "1e-3". Other text stays as it is (a description, a sweep name in
-    run_sweeps). Returns the number of values read. `check_schema` calls it first."""
+def numbers_as_written(config, validator=None) -> list:
+    """Read, in place, every text value of `config` that stands where a number is wanted and is a
+    number as YAML 1.2 writes it: `learning_rate: 1e-3` is 0.001 (an integer where only an integer
+    is wanted: `steps: 1e3` is 1000), as the user meant; YAML 1.1 (PyYAML, Snakemake) reads it as
+    the text "1e-3". Where a number is wanted: the schema's types, and the number fields of the
+    model, pretrain and evaluate dataclasses (the schema leaves those to them). Other text stays
+    as it is (a description, a sweep name in run_sweeps). Returns the schema's errors that remain
+    (jsonschema ValidationErrors, for `check_schema`, which calls it first)."""
     if validator is None:
         import jsonschema
 
         validator = jsonschema.Draft7Validator(load_schema())
-    count = 0
     while True:
-        found = []
-        for error in _errors_within(validator.iter_errors(to_plain(config))):
-            wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-            if (error.validator == "type" and isinstance(error.instance, str) and {"number", "integer"} & set(wanted)
-                    and _NUMBER_LITERAL.fullmatch(error.instance.strip())):
-                value = float(error.instance)
-                if "number" not in wanted and value.is_integer():
-                    value = int(value)
-                found.append((tuple(error.absolute_path), value))
-        changed = 0
-        for path, value in dict(found).items():
+        errors = list(validator.iter_errors(to_plain(config)))
+        read = {}
+        for error in _errors_within(errors):
+            kinds = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            number = _as_number(error.instance, kinds) if error.validator == "type" else None
+            if number is not None and error.absolute_path:
+                read[tuple(error.absolute_path)] = number
+        for path, number in read.items():
             parent = config
             for key in path[:-1]:
                 parent = parent[key]
-            if path and isinstance(parent[path[-1]], str):
-                parent[path[-1]] = value
-                changed += 1
-        if not changed:
+            parent[path[-1]] = number
+        if not read:
             break
-        count += changed
-    # the keys of model, pretrain and evaluate are typed by their dataclasses, not by the schema
     from qernel.eval_config import EvalConfig
     from qernel.model.config import ModelConfig
     from qernel.train_config import TrainConfig
@@ -568,13 +574,10 @@ def numbers_as_written(config, validator=None) -> int:
             if not isinstance(section, dict):
                 continue
             for field in dataclasses.fields(cls):
-                value, kind = section.get(field.name), str(field.type)
-                if (isinstance(value, str) and _NUMBER_LITERAL.fullmatch(value.strip())
-                        and ("float" in kind or "int" in kind)):
-                    number = float(value)
-                    section[field.name] = int(number) if "float" not in kind and number.is_integer() else number
-                    count += 1
-    return count
+                number = _as_number(section.get(field.name), re.findall(r"\w+", str(field.type)))
+                if number is not None:
+                    section[field.name] = number
+    return errors
 
 
 def to_plain(obj):
