@@ -9,6 +9,8 @@ tiny chain once from paths with a space and `ü` and a sweep named `on`):
 
 from __future__ import annotations
 
+import yaml
+
 from smk import SNAKEFILE, dry_run_jobs, job_counts, small_sweep, snakemake, write_config
 
 NAMED = """\
@@ -76,8 +78,6 @@ def test_numbers_written_as_yaml_1_2_writes_them_reach_the_jobs(tmp_path):
     target = "results/n/config/pretrain.yaml"
     res = snakemake(target, "--cores", "1", "--snakefile", SNAKEFILE, "--directory", tmp_path, "--configfile", cfg)
     assert res.returncode == 0, res.stdout[-4000:]
-    import yaml
-
     snap = yaml.safe_load((tmp_path / target).read_text())["sweeps"]["n"]["pretrain"]
     assert snap["learning_rate"] == 0.001 and snap["sr_damping"] == 0.0001
     first = (tmp_path / target).read_text()
