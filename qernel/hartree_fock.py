@@ -34,6 +34,12 @@ moiré translation a).
 
 The cost grows as M² log M (two-body) plus M³ (diagonalisation) per iteration for M plane
 waves: fine for the CPU-size supercells (3×3: M = 127 at 2 shells, 301 at 3 shells).
+
+Each solve runs its linear algebra on one BLAS thread (`threadpoolctl`). Matrices of a few
+hundred plane waves gain nothing from BLAS's threads, and where solves run side by side (the
+reference's worker processes, `qernel.reference`; jobs that Snakemake runs at once) the threads
+oversubscribe the cores and OpenBLAS's waiting threads slow every solve down many times:
+measured on a 2-core CPU, `benchmarks/hartree_fock_threads.py`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import dataclasses
 import numpy as np
 import scipy.fft
 import scipy.optimize
+from threadpoolctl import threadpool_limits
 
 from qernel.bands import noninteracting_ground_state
 from qernel.ewald import Ewald
@@ -480,6 +487,7 @@ def embed_coefficients(coefficients, source: Basis, target: Basis):
     return tuple(out)
 
 
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def hartree_fock(system: System, depth: float, shells: float = DEFAULT_SHELLS, n_starts: int = 4,
                  noise: float = 0.5, seed: int = 0, max_iter: int = 300, tol: float = 1e-7,
                  seeded: bool = True, search_shells: float | None = None) -> HFResult:
@@ -492,7 +500,7 @@ def hartree_fock(system: System, depth: float, shells: float = DEFAULT_SHELLS, n
     differ). Random and seeded starts let HF find the symmetry-broken (crystal) solutions.
     search_shells (< shells): run the starts in that smaller basis, then refine the lowest
     solution in the full basis (one SCF from its embedded orbitals; `converged` is the
-    refinement's).
+    refinement's). Runs on one BLAS thread (module docstring).
     Energies in E_M per supercell. Raises ValueError for n_starts < 1 or max_iter < 1.
     """
     if n_starts < 1 or max_iter < 1:

@@ -140,7 +140,7 @@ def hartree_fock_sweep(system, depths, labels=None, options: HFOptions | None = 
     with the options the model's Hartree–Fock orbital prior uses for the defaults, so a sweep whose
     model has `prior_source: hartree_fock` solves each depth once and its model starts from the
     very determinant whose energy is the reference. workers > 1: the depths are solved in that
-    many processes at once (spawned; each solve is single-threaded NumPy).
+    many processes at once (spawned; each solve runs on one BLAS thread, `qernel.hartree_fock`).
 
     A depth whose HF fails to converge (or raises, or is over the cost bound, or is disabled)
     gets NaN with its reason in the attr hf_status; the others are unaffected.

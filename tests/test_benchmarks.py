@@ -75,3 +75,11 @@ def test_documented_workflow_command_lines_parse(source):
     assert calls, f"{source} names no bench_workflow.py call"
     for args in calls:
         parser.parse_args(args)
+
+
+def test_documented_hartree_fock_command_lines_parse():
+    parser = _load("bench_hartree_fock").build_parser()
+    calls = _script_args((ROOT / "benchmarks/README.md").read_text(), "bench_hartree_fock.py")
+    assert calls, "benchmarks/README.md names no bench_hartree_fock.py call"
+    for args in calls:
+        parser.parse_args(args)

@@ -211,3 +211,29 @@ def test_search_in_a_small_basis_then_refine():
     assert fine.energy <= coarse.energy
     assert fine.energy / 6 == pytest.approx(-30.2127, abs=1e-3)
     assert fine.attempts[-1][0].endswith("refined at 3 shells")
+
+
+def test_each_solve_runs_on_one_blas_thread(monkeypatch):
+    """HF's linear algebra runs on one BLAS thread, whatever the process's setting (side by side,
+    BLAS's own threads oversubscribe the cores: benchmarks/bench_hartree_fock.py), and the
+    process's setting is back afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    seen = []
+    solve = HartreeFock.solve
+
+    def recording_solve(self, *args, **kwargs):
+        seen.append(blas_threads())
+        return solve(self, *args, **kwargs)
+
+    monkeypatch.setattr(HartreeFock, "solve", recording_solve)
+    system = System(Supercell.diagonal(1), n_up=1, n_down=0, coupling=1.0, phase=math.radians(45))
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before and all(n == 2 for n in before)  # a BLAS library is loaded and obeys the limit
+        hartree_fock(system, 1.0, shells=1.0, n_starts=2, seed=0, seeded=False)
+        assert blas_threads() == before
+    assert seen and all(threads and all(n == 1 for n in threads) for threads in seen)
