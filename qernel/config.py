@@ -132,7 +132,7 @@ RERUN_CLASSES = (RUN, PROGRESS, COMPUTE)
 TRAIN_KEY_CLASSES: dict[str, str] = {
     "steps": PROGRESS,
     "batch_size": RUN, "optimizer": RUN, "learning_rate": RUN, "lr_decay_steps": RUN, "sr_damping": RUN,
-    "sr_momentum": RUN, "max_update_norm": RUN, "clip_mad": RUN, "mcmc_steps": RUN, "burn_in": RUN,
+    "sr_momentum": RUN, "max_update_norm": RUN, "clip_mad": RUN, "mcmc_steps": RUN, "hop_moves": RUN, "burn_in": RUN,
     "target_acceptance": RUN, "init_width": RUN, "pretrain_steps": RUN, "pretrain_learning_rate": RUN,
     "pretrain_shells": RUN, "pretrain_target": RUN, "moe_loss_weight": RUN, "depth_weighting": RUN, "reweight_every": RUN, "dtype": RUN,
     "checkpoint_every": COMPUTE, "laplacian": COMPUTE, "max_vmap_batch_size": COMPUTE, "max_retries": COMPUTE,
@@ -145,7 +145,7 @@ TRAIN_KEY_CLASSES: dict[str, str] = {
 #: the same series in coarser blocks).
 EVAL_KEY_CLASSES: dict[str, str] = {
     "finetune_steps": PROGRESS,
-    "samples": RUN, "batch_size": RUN, "mcmc_steps": RUN, "burn_in": RUN, "target_acceptance": RUN,
+    "samples": RUN, "batch_size": RUN, "mcmc_steps": RUN, "hop_moves": RUN, "burn_in": RUN, "target_acceptance": RUN,
     "init_width": RUN, "density_bins": RUN, "supercell_density_bins": RUN, "structure_factor_shells": RUN,
     "pair_correlation_bins": RUN, "dtype": RUN,
     "laplacian": COMPUTE, "max_vmap_batch_size": COMPUTE, "checkpoint_every": COMPUTE,

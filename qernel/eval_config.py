@@ -45,6 +45,8 @@ class EvalConfig:
     samples: local-energy samples to measure = batch_size × measurement steps (rounded up to
         whole steps). batch_size: walkers (a multiple of the device count).
     mcmc_steps: Metropolis–Hastings moves of every walker between measurements.
+    hop_moves: site hops per block (after the mcmc_steps moves and during burn-in; `qernel.mcmc`;
+        0 = none).
     burn_in: moves before the first measurement (the proposal width adapts toward
         target_acceptance during burn-in only; init_width is its start, a_M).
     density_bins: the folded moiré-cell density grid (n_x, n_y) (an integer n: (n, n));
@@ -65,6 +67,7 @@ class EvalConfig:
     samples: int = 100_000
     batch_size: int = 512
     mcmc_steps: int = 10
+    hop_moves: int = 2
     burn_in: int = 500
     target_acceptance: float = 0.5
     init_width: float = 0.1
@@ -79,7 +82,7 @@ class EvalConfig:
     max_series_elements: int = 2**24
 
     def __post_init__(self):
-        ints = {"finetune_steps": 0, "samples": 1, "batch_size": 1, "mcmc_steps": 1, "burn_in": 0,
+        ints = {"finetune_steps": 0, "samples": 1, "batch_size": 1, "mcmc_steps": 1, "hop_moves": 0, "burn_in": 0,
                 "pair_correlation_bins": 0, "checkpoint_every": 0, "max_series_elements": 1,
                 "max_vmap_batch_size": 0}
         for name, minimum in ints.items():

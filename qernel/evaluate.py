@@ -16,7 +16,7 @@ Steps of `evaluate_depth`:
    does not import `qernel.train`: what both need (retries, MCMC, casting, placement, the
    model file's recorded options) lives below both, in `qernel.vmc` and `qernel.parallel`;
 3. `sample_observables`: Metropolis–Hastings burn-in (the proposal width adapts), then
-   T = ceil(samples / batch_size) measurement steps, each after `mcmc_steps` moves of all
+   T = ceil(samples / batch_size) measurement steps, each after `mcmc_steps` moves (and `hop_moves` site hops) of all
    walkers with the width frozen. One jitted function does the moves and the estimator of
    every observable (`qernel.observables`, default `default_observables(system, cfg)`) of a
    step, vectorised over walkers and electrons. Sampling checkpoints (walkers + series so far)
@@ -64,7 +64,7 @@ block may be shorter) and its time dimension is `<name>_block` with the variable
 series' blocking analysis, so the error bars stay right (at worst a little noisier).
 
 Global attrs: depth (E_M), depth_meV, energy_unit_meV, n_electrons, n_up, n_down, filling,
-supercell (JSON), n_walkers, n_steps, n_samples, mcmc_steps, burn_in, laplacian, dtype,
+supercell (JSON), n_walkers, n_steps, n_samples, mcmc_steps, hop_moves, burn_in, laplacian, dtype,
 eval_config (JSON), n_devices, device_kind, pair_r_max; from `evaluate_depth` also
 model_checkpoint, model_sha256, finetune_steps (and finetune_config, finetune_dir), plus the
 provenance attrs of `qernel.io`.
@@ -141,10 +141,11 @@ def make_estimators(observables, log_psi):
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(system: System, log_psi, observables: tuple, mcmc_steps: int, target_acceptance: float):
+def _compiled(system: System, log_psi, observables: tuple, mcmc_steps: int, target_acceptance: float,
+              hop_moves: int = 0):
     """(burn_in_block, measure) jitted: burn-in moves with width adaptation; a measurement step."""
-    burn = jit_mcmc_step(system, log_psi, mcmc_steps, target_acceptance, adapt=True)
-    mcmc = make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=False)
+    burn = jit_mcmc_step(system, log_psi, mcmc_steps, target_acceptance, adapt=True, hop_moves=hop_moves)
+    mcmc = make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=False, hop_moves=hop_moves)
     estimators = make_estimators(observables, log_psi)
 
     def measure(params, state: MCMCState, key):
@@ -238,7 +239,8 @@ def _sample(system, log_psi, params, point, cfg, dtype, key, checkpoint_dir, mes
     cond = jnp.broadcast_to(jnp.asarray(point, jdtype), (w, len(names)))  # the grid point's row, every walker
     state = init_walkers(k_init, system, cond, width=cfg.init_width, dtype=jdtype)
     series = {name: BlockSeries(n_steps, spec.shape, cfg.max_series_elements) for name, spec in specs.items()}
-    burn, measure = _compiled(system, log_psi, observables, cfg.mcmc_steps, float(cfg.target_acceptance))
+    burn, measure = _compiled(system, log_psi, observables, cfg.mcmc_steps, float(cfg.target_acceptance),
+                              int(cfg.hop_moves))
 
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     start = None
@@ -388,7 +390,7 @@ def _dataset(system, depth, cfg, dtype, observables, series: dict, specs: dict, 
         "phase_deg": float(system.phase_deg),
         "supercell": json.dumps([list(r) for r in sc.matrix]),
         "n_walkers": int(cfg.batch_size), "n_steps": int(n_steps), "n_samples": int(cfg.batch_size * n_steps),
-        "mcmc_steps": int(cfg.mcmc_steps), "burn_in": int(cfg.burn_in), "laplacian": cfg.laplacian, "dtype": dtype,
+        "mcmc_steps": int(cfg.mcmc_steps), "hop_moves": int(cfg.hop_moves), "burn_in": int(cfg.burn_in), "laplacian": cfg.laplacian, "dtype": dtype,
         "eval_config": json.dumps(cfg.to_dict(), sort_keys=True, default=str),
         "n_devices": int(n_devices), "device_kind": kind,
     }

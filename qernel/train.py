@@ -164,7 +164,7 @@ def make_train_step(system: System, wf, cfg: TrainConfig, n_groups: int, is_comp
     an object with the qernel.optim interface (default: the one `cfg.optimizer` names, built from cfg).
     """
     log_psi = wf.log_psi
-    mcmc = make_mcmc_step(log_psi, system, cfg.mcmc_steps, cfg.target_acceptance)
+    mcmc = make_mcmc_step(log_psi, system, cfg.mcmc_steps, cfg.target_acceptance, hop_moves=cfg.hop_moves)
     local_energy = parallel.map_walkers(
         make_complex_local_energy(system, log_psi, cfg.laplacian, condition_names=names_of(wf)), cfg.max_vmap_batch_size)
     if optimizer is None:
@@ -470,7 +470,7 @@ def pretrain_orbitals(state: TrainState, targets: TargetOrbitals, system: System
 def burn_in(state: TrainState, system: System, wf, cfg: TrainConfig, key) -> TrainState:
     """ceil(cfg.burn_in / cfg.mcmc_steps) Metropolis–Hastings blocks of the walkers under the
     current params (block i uses fold_in(key, i)); the widths adapt."""
-    burn = jit_mcmc_step(system, wf.log_psi, cfg.mcmc_steps, cfg.target_acceptance)
+    burn = jit_mcmc_step(system, wf.log_psi, cfg.mcmc_steps, cfg.target_acceptance, hop_moves=cfg.hop_moves)
     walkers = state.mcmc
     for i in range(-(-cfg.burn_in // cfg.mcmc_steps)):
         walkers = burn(state.params, walkers, jax.random.fold_in(key, i))

@@ -47,6 +47,9 @@ class TrainConfig:
     the default.
     mcmc_steps: Metropolis–Hastings moves between updates; burn_in: moves before the first
     update (after pretraining); target_acceptance; init_width: first proposal width (a_M).
+    hop_moves: site hops per block of mcmc_steps moves (one electron moved by a moiré lattice
+    vector, `qernel.mcmc`; 0 = none): without them a deep potential's walkers never change
+    their arrangement over the minima.
     pretrain_steps: orbital-pretraining steps (0 = off) toward the orbitals `pretrain_target` names:
     "bands" (the exact non-interacting orbitals at each depth, qernel.pretrain.make_targets) or
     "hartree_fock" (the symmetry-broken HF orbitals at each depth, qernel.hartree_fock_targets:
@@ -83,6 +86,7 @@ class TrainConfig:
     max_update_norm: float | None = None
     clip_mad: float = 5.0
     mcmc_steps: int = 10
+    hop_moves: int = 2
     burn_in: int = 200
     target_acceptance: float = 0.5
     init_width: float = 0.1
@@ -102,7 +106,7 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self):
-        ints = {"steps": 0, "batch_size": 1, "mcmc_steps": 1, "burn_in": 0, "pretrain_steps": 0,
+        ints = {"steps": 0, "batch_size": 1, "mcmc_steps": 1, "hop_moves": 0, "burn_in": 0, "pretrain_steps": 0,
                 "checkpoint_every": 1, "reweight_every": 1, "max_retries": 0, "log_every": 1,
                 "max_vmap_batch_size": 0}
         for name, minimum in ints.items():

@@ -96,10 +96,11 @@ def cast_floats(tree, dtype):
 
 
 @functools.lru_cache(maxsize=8)
-def jit_mcmc_step(system: System, log_psi, n_steps: int, target_acceptance: float, adapt: bool = True):
+def jit_mcmc_step(system: System, log_psi, n_steps: int, target_acceptance: float, adapt: bool = True,
+                  hop_moves: int = 0):
     """`qernel.mcmc.make_mcmc_step(...)` jitted, cached per (system, log_psi, options) so that repeated
     runs in one process (depths of a sweep, tests) compile it once."""
-    return jax.jit(make_mcmc_step(log_psi, system, n_steps, target_acceptance, adapt=adapt))
+    return jax.jit(make_mcmc_step(log_psi, system, n_steps, target_acceptance, adapt=adapt, hop_moves=hop_moves))
 
 
 # -- what a model file says about its training ---------------------------------------------------------

@@ -81,3 +81,38 @@ def test_sampling_the_wrong_distribution_is_detected(band_system, x64):
     h = hist[group == 1]
     z = (h.mean(axis=0) - _exact_bin_fractions(band_system, DEPTHS[1])) / (h.std(axis=0, ddof=1) / np.sqrt(len(h)))
     assert float(np.sum(z**2)) / (len(z) - 1) > 5.0
+
+
+def test_site_hops_weight_separated_minima_by_psi_squared():
+    """One electron, |ψ|² four narrow Gaussians on the moiré sites of a 2×2 supercell with weights
+    0.1 … 0.4 (their overlap is e^-75): every walker starts on the first site. The Gaussian moves
+    alone never leave it; with site hops the fraction of walkers on each site is the exact weight."""
+    from qernel.lattice import Supercell
+    from qernel.mcmc import hop_vectors
+    from qernel.model.features import periodic_distance_squared
+    from qernel.system import System
+
+    system = System(Supercell.diagonal(2), n_up=1, n_down=0, coupling=0.0, phase=0.0)
+    sites = jnp.asarray([[0.0, 0.0], MOIRE_LATTICE[0], MOIRE_LATTICE[1], MOIRE_LATTICE[0] + MOIRE_LATTICE[1]])
+    weights = np.array([0.1, 0.2, 0.3, 0.4])
+    width = 0.06
+
+    def log_psi(params, x, cond):
+        d2 = periodic_distance_squared(x[0][None, :] - sites, system.supercell)  # (4,)
+        return 0.5 * jnp.log(jnp.sum(jnp.asarray(weights) * jnp.exp(-d2 / (2 * width**2))))
+
+    h = hop_vectors(system)
+    assert np.allclose(np.hypot(*h.T), 1.0) and np.allclose(np.sort(h, axis=0), np.sort(-h, axis=0))  # ±, shortest
+    n = 1024
+    fractions = {}
+    for hops in (0, 2):
+        state = init_walkers(jax.random.PRNGKey(0), system, jnp.zeros((n, 1)), width=0.05)
+        state = state._replace(positions=jnp.zeros((n, 1, 2)) + 1e-3)
+        step = jax.jit(make_mcmc_step(log_psi, system, n_steps=5, target_acceptance=0.5, hop_moves=hops))
+        for i in range(40):
+            state = step(None, state, jax.random.PRNGKey(i))
+        d2 = jax.vmap(lambda x: periodic_distance_squared(x[0][None, :] - sites, system.supercell))(state.positions)
+        fractions[hops] = np.bincount(np.asarray(jnp.argmin(d2, axis=1)), minlength=4) / n
+    assert fractions[0][0] == 1.0  # stuck: the barrier is never crossed by the Gaussian moves
+    tol = 4 * np.sqrt(weights * (1 - weights) / n)
+    assert np.all(np.abs(fractions[2] - weights) < tol), (fractions[2], weights)
