@@ -148,11 +148,26 @@ def test_variance_weighting_split():
 
 
 def test_variance_weighting_moves_walkers_to_the_noisier_depth(reference):
+    """Each re-split (after steps 2 and 4) gives the depth whose running mean of the recorded
+    variance (qernel.train: the first step's, then 0.9 · old + 0.1 · new) is larger at least as
+    many walkers, strictly more when the standard deviations differ by over 20 % (Neyman: n_d ∝ σ_d)."""
     walkers = reference.history["walkers_per_depth"]
     variance = reference.history["variance_per_depth"]
     assert walkers[0].tolist() == [8, 8]  # uniform until the first re-split (after step 2)
-    noisier = int(np.argmax(variance[:2].mean(axis=0)))
-    assert walkers[-1][noisier] > 8
+    ema = variance[0].astype(float)
+    moved = False
+    for t in range(1, len(variance)):
+        ema = 0.9 * ema + 0.1 * variance[t]
+        step = t + 1
+        if step % 2 == 0 and step < len(variance):
+            after = walkers[step]  # the next step runs with the new split
+            sigma = np.sqrt(ema)
+            noisier = int(np.argmax(sigma))
+            assert after.sum() == 16 and after[noisier] >= after[1 - noisier], (step, ema, after)
+            if sigma[noisier] > 1.2 * sigma[1 - noisier]:
+                assert after[noisier] > 8, (step, ema, after)
+                moved = True
+    assert moved  # the run's variances are far enough apart for the split to move walkers
 
 
 def _fail_first_time_through(step_to_fail, n_attempts):
