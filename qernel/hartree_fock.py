@@ -38,8 +38,8 @@ waves: fine for the CPU-size supercells (3×3: M = 127 at 2 shells, 301 at 3 she
 Each solve runs its linear algebra on one BLAS thread (`threadpoolctl`). Matrices of a few
 hundred plane waves gain nothing from BLAS's threads, and where solves run side by side (the
 reference's worker processes, `qernel.reference`; jobs that Snakemake runs at once) the threads
-oversubscribe the cores and OpenBLAS's waiting threads slow every solve down many times:
-measured on a 2-core CPU, `benchmarks/hartree_fock_threads.py`.
+oversubscribe the cores: on a 2-core CPU two solves side by side take 1.2× as long with the
+default threads, one alone the same (`benchmarks/bench_hartree_fock.py`).
 """
 
 from __future__ import annotations
