@@ -13,19 +13,21 @@ from qernel.mcmc import MCMCState, init_walkers, make_mcmc_step
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(system, log_psi, mcmc_steps, laplacian):
-    step = jax.jit(make_mcmc_step(log_psi, system, mcmc_steps))
+def _compiled(system, log_psi, mcmc_steps, laplacian, hop_moves):
+    step = jax.jit(make_mcmc_step(log_psi, system, mcmc_steps, hop_moves=hop_moves))
     energy = jax.jit(jax.vmap(make_complex_local_energy(system, log_psi, laplacian), in_axes=(None, 0, 0)))
     return step, energy
 
 
 def sample_energy(system, log_psi, params, depths, n_per_depth=256, n_blocks=20, mcmc_steps=10, burn_blocks=10,
-                  seed=0, start: MCMCState | None = None, laplacian="folx", _variance=False):
+                  seed=0, start: MCMCState | None = None, laplacian="folx", hop_moves=2, _variance=False):
     """Energy per electron (D,) and its standard error (D,) at fixed params, E_M.
 
     Independent walkers (n_per_depth per depth): each walker's average over n_blocks blocks is an
     independent sample, so the standard error across walkers is honest (no autocorrelation bias).
     `start`: walkers to start from (e.g. TrainResult.mcmc); their depth assignment is replaced.
+    hop_moves: site hops per block (qernel.mcmc), as the engine makes them by default: walkers
+    moved to another depth keep their arrangement over the minima only without them.
     """
     depths = np.asarray(depths, float)
     d = len(depths)
@@ -35,7 +37,7 @@ def sample_energy(system, log_psi, params, depths, n_per_depth=256, n_blocks=20,
     state = init_walkers(jax.random.PRNGKey(seed), system, cond, group, d, width=0.1, dtype=dtype)
     if start is not None and start.positions.shape[0] >= len(group):
         state = state._replace(positions=jnp.asarray(start.positions[: len(group)], dtype))
-    step, energy = _compiled(system, log_psi, mcmc_steps, laplacian)
+    step, energy = _compiled(system, log_psi, mcmc_steps, laplacian, hop_moves)
     key = jax.random.PRNGKey(seed + 1)
     for i in range(burn_blocks):
         state = step(params, state, jax.random.fold_in(key, i))
