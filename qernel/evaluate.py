@@ -142,7 +142,7 @@ def make_estimators(observables, log_psi):
 
 @functools.lru_cache(maxsize=8)
 def _compiled(system: System, log_psi, observables: tuple, mcmc_steps: int, target_acceptance: float,
-              hop_moves: int = 0):
+              hop_moves: int):
     """(burn_in_block, measure) jitted: burn-in moves with width adaptation; a measurement step."""
     burn = jit_mcmc_step(system, log_psi, mcmc_steps, target_acceptance, adapt=True, hop_moves=hop_moves)
     mcmc = make_mcmc_step(log_psi, system, mcmc_steps, target_acceptance, adapt=False, hop_moves=hop_moves)

@@ -50,6 +50,18 @@ ADAPT_RATE = 1.0
 MIN_WIDTH = 1e-4
 
 
+def _shortest_lattice_vectors() -> np.ndarray:
+    a1, a2 = np.asarray(MOIRE_LATTICE, float)
+    third = min((a1 + a2, a1 - a2), key=lambda v: float(np.hypot(*v)))
+    base = np.stack([a1, a2, third])
+    return np.concatenate([base, -base])
+
+
+#: The site hops' displacements (6, 2), a_M: the six shortest moiré lattice vectors, ±a1, ±a2 and
+#: the shorter of ±(a1 ± a2).
+HOP_VECTORS = _shortest_lattice_vectors()
+
+
 class MCMCState(NamedTuple):
     """Sampler state (a pytree; every field is an array).
 
@@ -124,14 +136,6 @@ def batch_log_abs(log_psi: LogPsi) -> Callable:
     return jax.vmap(f, in_axes=(None, 0, 0))
 
 
-def hop_vectors(system: System) -> np.ndarray:
-    """The six shortest moiré lattice vectors (6, 2), a_M: ±a1, ±a2 and the shorter of ±(a1 ± a2)."""
-    a1, a2 = np.asarray(MOIRE_LATTICE, float)
-    third = min((a1 + a2, a1 - a2), key=lambda v: float(np.hypot(*v)))
-    base = np.stack([a1, a2, third])
-    return np.concatenate([base, -base])
-
-
 def make_mcmc_step(log_psi: LogPsi, system: System, n_steps: int, target_acceptance: float = 0.5,
                    adapt: bool = True, hop_moves: int = 0):
     """Build step(params, state, key) -> MCMCState: `n_steps` Metropolis–Hastings moves.
@@ -151,7 +155,6 @@ def make_mcmc_step(log_psi: LogPsi, system: System, n_steps: int, target_accepta
     log_abs = batch_log_abs(log_psi)
     wrap = system.supercell.wrap
     w_max = max_width(system)
-    hops = hop_vectors(system)
 
     def step(params, state: MCMCState, key) -> MCMCState:
         n_groups = state.width.shape[0]
@@ -163,12 +166,12 @@ def make_mcmc_step(log_psi: LogPsi, system: System, n_steps: int, target_accepta
             k_e, k_a, k_acc = jax.random.split(k, 3)
             w, n = x.shape[0], x.shape[1]
             electron = jax.random.randint(k_e, (w,), 0, n)
-            shift = jnp.asarray(hops, x.dtype)[jax.random.randint(k_a, (w,), 0, len(hops))]  # (W, 2)
+            shift = jnp.asarray(HOP_VECTORS, x.dtype)[jax.random.randint(k_a, (w,), 0, len(HOP_VECTORS))]  # (W, 2)
             prop = wrap(x + jax.nn.one_hot(electron, n, dtype=x.dtype)[:, :, None] * shift[:, None, :])
             lp_prop = log_abs(params, prop, state.cond)
             log_u = jnp.log(jax.random.uniform(k_acc, lp.shape, lp.dtype))
             accept = log_u < 2.0 * (lp_prop - lp)
-            return (jnp.where(accept[:, None, None], prop, x), jnp.where(accept, lp_prop, lp)), accept
+            return (jnp.where(accept[:, None, None], prop, x), jnp.where(accept, lp_prop, lp)), None
 
         def move(carry, k):
             x, lp = carry

@@ -88,7 +88,7 @@ def test_site_hops_weight_separated_minima_by_psi_squared():
     0.1 … 0.4 (their overlap is e^-75): every walker starts on the first site. The Gaussian moves
     alone never leave it; with site hops the fraction of walkers on each site is the exact weight."""
     from qernel.lattice import Supercell
-    from qernel.mcmc import hop_vectors
+    from qernel.mcmc import HOP_VECTORS
     from qernel.model.features import periodic_distance_squared
     from qernel.system import System
 
@@ -101,7 +101,7 @@ def test_site_hops_weight_separated_minima_by_psi_squared():
         d2 = periodic_distance_squared(x[0][None, :] - sites, system.supercell)  # (4,)
         return 0.5 * jnp.log(jnp.sum(jnp.asarray(weights) * jnp.exp(-d2 / (2 * width**2))))
 
-    h = hop_vectors(system)
+    h = HOP_VECTORS
     assert np.allclose(np.hypot(*h.T), 1.0) and np.allclose(np.sort(h, axis=0), np.sort(-h, axis=0))  # ±, shortest
     n = 1024
     fractions = {}
