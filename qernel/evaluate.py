@@ -161,7 +161,7 @@ def _compiled(system: System, log_psi, observables: tuple, mcmc_steps: int, targ
 # -- per-step series, block-averaged when too large ----------------------------------------------------
 #: The sampler's own per-step series (beside the observables').
 SAMPLER_SERIES = {
-    "acceptance": SeriesSpec((), (), "1", "Metropolis acceptance of the moves before each measurement", True),
+    "acceptance": SeriesSpec((), (), "1", "Metropolis acceptance of the Gaussian moves before each measurement (not the site hops)", True),
     "mcmc_width": SeriesSpec((), (), "a_M", "Metropolis proposal width", True),
 }
 

@@ -784,11 +784,12 @@ def finetune_config(cfg, metadata: dict | None = None, dtype: str | None = None)
     """The `TrainConfig` of fine-tuning at one depth.
 
     cfg: the evaluation's options (a `qernel.evaluate.EvalConfig`: finetune_steps, finetune,
-    batch_size, laplacian, max_vmap_batch_size, target_acceptance, dtype are read). Starts from
+    batch_size, laplacian, max_vmap_batch_size, target_acceptance, hop_moves, dtype are read). Starts from
     the pretraining's options recorded in the model file's `metadata` (unknown ones dropped),
     sets steps = finetune_steps, no orbital pretraining, the batch_size, laplacian,
     max_vmap_batch_size and dtype of the evaluation (dtype: the argument, else cfg.dtype, else the
-    recorded one, else float32), a uniform depth weighting; then `cfg.finetune` wins. Without a
+    recorded one, else float32), a uniform depth weighting, the evaluation's target_acceptance and
+    hop_moves; then `cfg.finetune` wins. Without a
     `finetune.learning_rate` the rate continues where the pretraining's schedule ended,
     η/(1 + steps/lr_decay_steps) (or is the default of another optimizer chosen in `finetune`).
     Raises ValueError naming a bad `finetune.<key>` (`check_finetune_options`) or value.
@@ -805,7 +806,7 @@ def finetune_config(cfg, metadata: dict | None = None, dtype: str | None = None)
     d = {**base, "steps": int(cfg.finetune_steps), "pretrain_steps": 0, "batch_size": int(cfg.batch_size),
          "laplacian": cfg.laplacian, "max_vmap_batch_size": int(cfg.max_vmap_batch_size),
          "dtype": dtype, "depth_weighting": "uniform",
-         "target_acceptance": float(cfg.target_acceptance),
+         "target_acceptance": float(cfg.target_acceptance), "hop_moves": int(cfg.hop_moves),
          "checkpoint_every": min(pre.checkpoint_every, max(1, cfg.finetune_steps // 10)),
          "log_every": max(1, cfg.finetune_steps // 10)}
     d.update(cfg.finetune)

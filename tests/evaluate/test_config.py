@@ -63,6 +63,10 @@ def test_finetune_config_continues_the_pretraining():
     assert t.optimizer == "sr" and t.clip_mad == 3.0 and t.depth_weighting == "uniform"
     assert t.max_vmap_batch_size == 0
     assert finetune_config(dataclasses.replace(cfg, max_vmap_batch_size=16), meta).max_vmap_batch_size == 16
+    # the evaluation's sampler settings, not the pretraining's recorded ones (unless finetune says)
+    hops = {"train_config": {**meta["train_config"], "hop_moves": 5}}
+    assert finetune_config(dataclasses.replace(cfg, hop_moves=1), hops).hop_moves == 1
+    assert finetune_config(dataclasses.replace(cfg, hop_moves=1, finetune={"hop_moves": 3}), hops).hop_moves == 3
     assert t.learning_rate == pytest.approx(0.1 / (1 + 300 / 100))  # where the schedule ended
     t = finetune_config(dataclasses.replace(cfg, finetune={"learning_rate": 0.02}), meta)
     assert t.learning_rate == 0.02
