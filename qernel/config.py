@@ -155,7 +155,7 @@ EVAL_KEY_CLASSES: dict[str, str] = {
 MODEL_KEYS = ("preset", "d_model", "n_layers", "n_heads", "n_kv_heads", "n_experts", "top_k", "d_ff",
               "router_input", "router_margin", "supercell_shells", "moire_shells", "k_point_features", "film_hidden",
               "n_determinants", "orbital_prior", "orbital_init_scale", "jastrow_hidden", "jastrow_shells",
-              "jastrow_cusp", "jastrow_conditioned", "complex_output", "reference_depth", "prior_anchors", "prior_modulation", "prior_source", "wrap_positions",
+              "jastrow_cusp", "jastrow_conditioned", "complex_output", "reference_depth", "prior_anchors", "prior_modulation", "learnable_prior", "prior_source", "wrap_positions",
               "dtype")
 #: The Hartree–Fock options (qernel.reference.HFOptions; the schema's `hartree_fock`).
 HF_KEYS = ("enabled", "shells", "search_shells", "starts", "seeded", "max_iter", "max_plane_waves")

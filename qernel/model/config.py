@@ -69,6 +69,10 @@ class ModelConfig:
       only. Opt-in: it cut the λ = 0 miss at V = 10 E_M ~7x (with clip_mad 15), but at V = 1,
       from a random start, it left Var E_L ~100x higher after the same training (its head and
       the additive one are nearly redundant where the band orbitals are smooth).
+    learnable_prior: the prior's plane-wave coefficients are parameters too (a zero-initialised
+      correction per anchor depth, qernel.model.orbitals), so the determinant can reach any
+      orbital of the prior's basis at the anchor depths; off by default (parameters: anchors ×
+      plane waves × electrons × 2). Needs orbital_prior.
     prior_source: the orbitals of the anchored prior (prior_anchors > 1): "bands" (the exact
       non-interacting orbitals, the default) or "hartree_fock" (the symmetry-broken Hartree–Fock
       orbitals at each anchor depth, qernel.hartree_fock_targets: at large V the generalised
@@ -107,6 +111,7 @@ class ModelConfig:
     reference_depth: float | None = None
     prior_anchors: int = 1
     prior_modulation: bool = False
+    learnable_prior: bool = False
     prior_source: str = "bands"
     wrap_positions: bool = True
     dtype: str = "float32"
@@ -117,7 +122,7 @@ class ModelConfig:
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("supercell_shells", "moire_shells", "jastrow_shells"):
             _check_int(name, getattr(self, name), minimum=0)
-        for name in ("k_point_features", "orbital_prior", "prior_modulation", "jastrow_cusp", "jastrow_conditioned", "complex_output", "wrap_positions"):
+        for name in ("k_point_features", "orbital_prior", "prior_modulation", "learnable_prior", "jastrow_cusp", "jastrow_conditioned", "complex_output", "wrap_positions"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("router_margin", "orbital_init_scale"):
@@ -132,6 +137,9 @@ class ModelConfig:
         if self.prior_source != "bands" and self.orbital_prior and self.prior_anchors < 2:
             raise ValueError(f"prior_source = {self.prior_source!r} needs prior_anchors >= 2 (the anchor depths "
                              f"where its orbitals are computed), got {self.prior_anchors}")
+        if self.learnable_prior and not self.orbital_prior:
+            raise ValueError("learnable_prior = true needs orbital_prior = true (it makes the prior's coefficients "
+                             "learnable)")
         if self.router_input not in ROUTER_INPUTS:
             raise ValueError(f"router_input must be one of {ROUTER_INPUTS}, got {self.router_input!r}")
         if self.dtype not in DTYPES:

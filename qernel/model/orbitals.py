@@ -37,6 +37,20 @@ For each spin block s (N_s electrons, up first) and determinant d, the orbital m
   network and an analytic orbital is FermiNet's envelope construction (Pfau et al., Phys. Rev.
   Research 2, 033429 (2020)), with the band orbital as the envelope.
 
+- Learnable prior (ModelConfig.learnable_prior, off by default): the prior's plane-wave
+  coefficients become c_G + δ_G |c_G|, δ complex and learnable, zero at initialisation (each
+  coefficient changes in proportion to its size, so plane waves the prior does not use stay
+  unused), one table per anchor
+  depth (M, P, N_s), interpolated in V by the same hat functions (without anchors one table). The
+  determinant's one-particle part then spans every orbital of the prior's plane-wave basis at
+  every anchor depth, exactly and linearly, instead of only what the neural heads (fed by
+  low-harmonic features) can make of the anchors' orbitals. Why: at λ = 0 between anchors the
+  exact orbitals are not reachable otherwise to the precision a local energy needs (the kinetic
+  energy amplifies small high-harmonic errors: the network fitted to the exact orbitals at
+  V = 5 E_M, orbital loss 1e-5, kept Var E_L = 0.16 E_M², notes of issue 17). Learnable
+  plane-wave orbitals are the one-particle part of plane-wave Hartree–Fock and of DeepSolid-style
+  periodic ansätze (Li et al., Nat. Commun. 13, 7895 (2022), which start from HF orbitals).
+
 With a = b = 0 and c = 1 one determinant is exactly the non-interacting ground state at the
 reference depth; with c = 0 and a^d_j ≡ 1 it is the plane-wave determinant det[e^{ik_j·r_i}]
 (the free-electron ground state when the occupied levels are the lowest plane waves).
@@ -202,11 +216,16 @@ def anchor_weights(v, depths: np.ndarray):
     return jax.vmap(lambda e: jnp.interp(v, grid, e))(eye)
 
 
-def anchored_prior_orbitals(x, anchors: AnchorTables, spin: int):
-    """φ^{(m)}_j(r_i) at every anchor m for positions x (..., n, 2) of spin block `spin`; (..., M, n, n) complex."""
+def anchored_prior_orbitals(x, anchors: AnchorTables, spin: int, correction=None):
+    """φ^{(m)}_j(r_i) at every anchor m for positions x (..., n, 2) of spin block `spin`; (..., M, n, n) complex.
+
+    correction: None, or (M, P, n) complex added to the anchors' plane-wave coefficients (the
+    learnable part of `Orbitals` with `learnable_prior`)."""
     cdtype = jnp.result_type(x.dtype, jnp.complex64)
     plane = jnp.exp(1j * (x @ jnp.asarray(anchors.gvectors.T, dtype=x.dtype)))  # (..., n, P)
     coeff = jnp.asarray(anchors.coefficients[spin], dtype=cdtype)  # (M, P, n)
+    if correction is not None:
+        coeff = coeff + correction.astype(cdtype)
     k = jnp.asarray(anchors.kpoints[spin], dtype=x.dtype)  # (M, n, 2)
     bloch = jnp.exp(1j * jnp.einsum("...id,mjd->...mij", x, k))  # (..., M, n, n)
     return bloch * jnp.einsum("...ip,mpj->...mij", plane, coeff)
@@ -237,11 +256,17 @@ def bloch_envelope(x, ref: SpinReference, complex_output: bool):
     return jnp.where(jnp.asarray(ref.envelope_kind == 1), jnp.sin(phase), jnp.cos(phase))
 
 
-def prior_orbitals(x, ref: SpinReference, complex_output: bool):
-    """φ_j(r_i) of the non-interacting levels at positions x (..., n, 2); (..., n, n_s)."""
+def prior_orbitals(x, ref: SpinReference, complex_output: bool, correction=None):
+    """φ_j(r_i) of the non-interacting levels at positions x (..., n, 2); (..., n, n_s).
+
+    correction: None, or (P, n_s) complex added to the plane-wave coefficients (the learnable
+    part of `Orbitals` with `learnable_prior`)."""
     cdtype = jnp.result_type(x.dtype, jnp.complex64)
     plane = jnp.exp(1j * (x @ jnp.asarray(ref.gvectors.T, dtype=x.dtype)))  # (..., n, P)
-    phi = bloch_envelope(x, ref, True) * (plane @ jnp.asarray(ref.coefficients, dtype=cdtype))
+    coeff = jnp.asarray(ref.coefficients, dtype=cdtype)
+    if correction is not None:
+        coeff = coeff + correction.astype(cdtype)
+    phi = bloch_envelope(x, ref, True) * (plane @ coeff)
     if complex_output:
         return phi
     return jnp.real(phi @ jnp.asarray(ref.mixing, dtype=cdtype))
@@ -256,6 +281,7 @@ class Orbitals(nn.Module):
     prior: bool = True
     init_scale: float = 0.1
     modulation: bool = True
+    learnable_prior: bool = False
 
     @nn.compact
     def __call__(self, h, x, cond=None):
@@ -298,18 +324,29 @@ class Orbitals(nn.Module):
                 mod = jnp.moveaxis(mod, -2, -3)  # (..., d, i, j)
             else:
                 mod = 0.0
+            if self.prior and self.learnable_prior:
+                # zero at initialisation: the prior starts as the given orbitals
+                table = anchors.coefficients[0 if name == "up" else 1] if anchors is not None else ref.coefficients
+                dc = self.param(f"prior_coefficients_{name}", nn.initializers.zeros, table.shape + (2,))
+                # each coefficient changes by a complex factor of its own size: plane waves the
+                # prior does not use stay out (a uniform scale let the first SR steps put weight
+                # on high harmonics, whose kinetic energy raised Var E_L ~1000x at λ = 0)
+                correction = jax.lax.complex(dc[..., 0], dc[..., 1]) * jnp.asarray(np.abs(table), h.dtype)
+            else:
+                correction = None
             if self.prior and anchors is not None:
                 init = lambda key, shape: jnp.zeros(shape).at[..., 0].set(1.0)
                 c = self.param(f"prior_scale_{name}", init, (anchors.n, n_det, n, n_comp))
                 c = c[..., 0] + 1j * c[..., 1]  # (M, d, j)
                 w = weights.astype(c.dtype)
                 c_v = jnp.einsum("...m,mdj->...dj", w, c)  # (..., d, j)
-                phi_v = jnp.einsum("...m,...mij->...ij", w, anchored_prior_orbitals(xs, anchors, 0 if name == "up" else 1))
+                phi_v = jnp.einsum("...m,...mij->...ij", w, anchored_prior_orbitals(xs, anchors, 0 if name == "up" else 1,
+                                                                                    correction))
                 mat = mat + (c_v[..., :, None, :] + mod) * phi_v[..., None, :, :]
             elif self.prior:
                 init = lambda key, shape: jnp.zeros(shape).at[..., 0].set(1.0)
                 c = self.param(f"prior_scale_{name}", init, (n_det, n, n_comp))
                 c = c[..., 0] + 1j * c[..., 1] if self.complex_output else c[..., 0]
-                mat = mat + (c[:, None, :] + mod) * prior_orbitals(xs, ref, self.complex_output)[..., None, :, :]
+                mat = mat + (c[:, None, :] + mod) * prior_orbitals(xs, ref, self.complex_output, correction)[..., None, :, :]
             mats.append(mat.astype(dtype))
         return mats

@@ -232,3 +232,42 @@ def test_real_output_requires_conjugation_closed_occupation():
     system = System(Supercell.diagonal(3), n_up=2, coupling=0.0)  # Γ and one k ≠ -k
     with pytest.raises(ValueError, match="complex_output"):
         make_wavefunction(system, dataclasses.replace(SMALL, complex_output=False), ((0.0, 0.0),))
+
+
+def test_learnable_prior_starts_as_the_prior_and_moves_each_plane_wave_coefficient():
+    # learnable_prior: at initialisation ψ equals the model without it (same other parameters);
+    # with the anchor-0 correction δ set, the V = 0 orbitals (neural amplitude off) are the plane-wave
+    # sum e^{ik·r} Σ_G (c_G + δ_G |c_G|) e^{iG·r}, evaluated here in NumPy from the anchors' tables.
+    system = System(Supercell(((2, 1), (0, 2))), n_up=3, n_down=1, coupling=0.0, phase=math.radians(30))
+    plain = make_wavefunction(system, dataclasses.replace(SMALL, prior_anchors=3), RANGE)
+    wf = make_wavefunction(system, dataclasses.replace(SMALL, prior_anchors=3, learnable_prior=True), RANGE)
+    params = _zero_neural_orbitals(wf.init(jax.random.PRNGKey(3)))
+    orb = params["params"]["orbitals"]
+    base = {"params": {**params["params"], "orbitals": {k: v for k, v in orb.items() if not k.startswith("prior_coef")}}}
+    xs = _positions(system, 3, 7)
+    lp, lp_plain = fast_jit(wf.log_psi), fast_jit(plain.log_psi)
+    for x in xs:
+        assert complex(lp(params, x, jnp.asarray([2.0]))) == pytest.approx(complex(lp_plain(base, x, jnp.asarray([2.0]))),
+                                                                           abs=1e-10)
+    anchors = wf.reference.anchors
+    rng = np.random.default_rng(2)
+    delta = {}
+    for spin, name in enumerate(("up", "down")):
+        table = orb[f"prior_coefficients_{name}"]
+        d = rng.normal(size=table.shape[1:]) * 0.3
+        delta[spin] = d[..., 0] + 1j * d[..., 1]
+        orb[f"prior_coefficients_{name}"] = jnp.asarray(table).at[0].set(d)
+    up, down = fast_jit(wf.orbitals)(params, xs[0], jnp.asarray([0.0]))
+    for spin, (mat, pos) in enumerate(((up, xs[0][:3]), (down, xs[0][3:]))):
+        c = anchors.coefficients[spin][0]
+        c = c + delta[spin] * np.abs(c)
+        pos = np.asarray(pos)
+        expect = np.exp(1j * pos @ anchors.kpoints[spin][0].T) * (np.exp(1j * pos @ anchors.gvectors.T) @ c)
+        for det in range(SMALL.n_determinants):
+            np.testing.assert_allclose(mat[det], expect, atol=1e-10)
+    assert np.max(np.abs(delta[0])) > 0.1  # the correction is on
+
+
+def test_learnable_prior_needs_the_prior():
+    with pytest.raises(ValueError, match="learnable_prior"):
+        dataclasses.replace(SMALL, orbital_prior=False, learnable_prior=True)
