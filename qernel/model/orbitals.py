@@ -232,7 +232,7 @@ def anchored_prior_orbitals(x, anchors: AnchorTables, spin: int, correction=None
 
 
 def prior_orbital_values(reference: OrbitalReference, points, depth: float) -> tuple[np.ndarray, np.ndarray]:
-    """The orbital prior's orbitals φ_j(r; V) (without the learnable scale) at points (M, 2), a_M,
+    """The orbital prior's orbitals φ_j(r; V) (without the learnable scale or the learnable_prior correction) at points (M, 2), a_M,
     and depth V (E_M): (up (M, N_up), down (M, N_down)) complex, NumPy. With anchors, the
     hat-function interpolation of the module docstring (constant beyond the ends); without, the
     reference depth's orbitals at every V (for real ψ the complex orbitals, which span the same
