@@ -157,6 +157,11 @@ MODEL_KEYS = ("preset", "d_model", "n_layers", "n_heads", "n_kv_heads", "n_exper
               "n_determinants", "orbital_prior", "orbital_init_scale", "jastrow_hidden", "jastrow_shells",
               "jastrow_cusp", "jastrow_conditioned", "complex_output", "reference_depth", "prior_anchors", "prior_modulation", "learnable_prior", "prior_source", "wrap_positions",
               "dtype")
+#: Keys added after sweeps were first run with this package, each with the value that runs
+#: exactly as before the key existed (its default). At that value a key is left out of the stage
+#: snapshots and hashes (`Sweep.stage_config`), so that upgrading qernel neither reruns a sweep
+#: that does not use the key nor moves its checkpoints aside; any other value is a key of its class.
+ADDED_KEYS: dict[str, Any] = {"model.learnable_prior": False}
 #: The Hartree–Fock options (qernel.reference.HFOptions; the schema's `hartree_fock`).
 HF_KEYS = ("enabled", "shells", "search_shells", "starts", "seeded", "max_iter", "max_plane_waves")
 #: The class of every config key, by its dotted path inside a sweep ("pretrain.log_every"); a
@@ -869,6 +874,8 @@ def _filter_classes(part: str, value, classes: tuple[str, ...]):
             if RUN in classes or inner:
                 out[key] = inner
             continue
+        if path in ADDED_KEYS and v == ADDED_KEYS[path] and type(v) is type(ADDED_KEYS[path]):
+            continue  # runs as before the key existed: not part of any stage's hash
         if (key_class(path) or RUN) in classes:
             out[key] = v
     return out
@@ -1069,7 +1076,8 @@ class Sweep:
 
     # -- hashes and snapshots ---------------------------------------------------------------
     def stage_config(self, stage: str, classes: tuple[str, ...] = RERUN_CLASSES) -> dict:
-        """The resolved parts `stage` reads, keeping the keys whose rerun class is in `classes`.
+        """The resolved parts `stage` reads, keeping the keys whose rerun class is in `classes`
+        (an `ADDED_KEYS` key at its value from before it existed is left out).
 
         Raises KeyError for an unknown stage.
         """

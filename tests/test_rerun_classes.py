@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qernel import config as qc
 
@@ -225,3 +226,32 @@ def test_readme_documents_every_key_with_its_class():
     rows = re.findall(r"^\| `([\w.]+)`( \(top level\))? \| (\w+) \|", section, re.M)
     documented = {("config." + key if top else key): cls for key, top, cls in rows}
     assert documented == qc.KEY_CLASSES
+
+
+@pytest.mark.parametrize("key", sorted(qc.ADDED_KEYS))
+def test_a_key_added_later_leaves_a_sweep_that_does_not_use_it_alone(key):
+    """Upgrading qernel must not rerun a sweep, nor move its checkpoints aside, for a key the
+    sweep does not use: at the value that runs as before the key existed, the stage snapshots
+    (what Snakemake compares) and the hashes are those of the config without the key, and the
+    stage's job still resolves the key to that value; any other value is a new run."""
+    part, name = key.split(".", 1)
+    old = qc.ADDED_KEYS[key]
+    from qernel.eval_config import EvalConfig
+    from qernel.model.config import ModelConfig
+    from qernel.train_config import TrainConfig
+
+    cls = {"model": ModelConfig, "pretrain": TrainConfig, "evaluate": EvalConfig}[part]
+    default = {f.name: f.default for f in dataclasses.fields(cls)}[name]
+    assert default == old, f"{key}: a config that does not name it must run as before"
+    plain = qc.validate_config({"sweeps": {"t": copy.deepcopy(BASE)}})["t"]
+    named = qc.validate_config({"sweeps": {"t": {**copy.deepcopy(BASE), part: {name: old}}}})["t"]
+    other = qc.validate_config({"sweeps": {"t": {**copy.deepcopy(BASE), part: {
+        name: other_value(key, old), **COMPANIONS.get(key, {})}}}})["t"]
+    for stage in ("pretrain", "evaluate"):
+        snapshot = named.snapshot(stage)
+        assert f"{name}:" not in snapshot and snapshot == plain.snapshot(stage)
+        assert named.run_hash(stage) == plain.run_hash(stage)
+        reread = qc.validate_config(yaml.safe_load(snapshot))["t"]
+        assert reread.resolved[part][name] == old  # the job runs with the old behaviour
+        if part in qc.STAGE_KEYS[stage]:
+            assert other.run_hash(stage) != plain.run_hash(stage) and f"{name}:" in other.snapshot(stage)
