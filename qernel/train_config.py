@@ -176,7 +176,7 @@ PRETRAIN_TARGETS = ("bands", "hartree_fock")
 
 def check_finetune_options(options) -> None:
     """Raise ValueError naming `finetune.<key>` for each key of the evaluation's `finetune:` mapping
-    that is not a training option (a TrainConfig field). The keys the evaluation sets itself
+    that is not a training option (a TrainConfig field), or whose value that option refuses. The keys the evaluation sets itself
     (steps, pretrain_steps) are refused by `qernel.evaluate.EvalConfig`."""
     if not isinstance(options, dict):
         raise ValueError(f"finetune must be a mapping of training options, got {options!r}")
@@ -184,3 +184,7 @@ def check_finetune_options(options) -> None:
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown finetune key(s) {['finetune.' + k for k in unknown]}; known: {sorted(known)}")
+    try:  # each value as the training option it names (the rest: defaults), before any job runs
+        TrainConfig.from_dict(dict(options))
+    except ValueError as e:
+        raise ValueError(f"finetune.{e}") from None

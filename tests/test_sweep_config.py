@@ -352,6 +352,11 @@ def eval_cfg(evaluate=None, **changes):
     # the check is in validation, before any job)
     (eval_cfg({"finetune_steps": 5, "finetune": {"learnig_rate": 0.01}}), "sweeps.t.evaluate",
      "unknown finetune key(s) ['finetune.learnig_rate']"),
+    # a fine-tuning value that its training option refuses: named at validation, not when the job runs
+    (eval_cfg({"finetune_steps": 5, "finetune": {"learning_rate": "fast"}}), "sweeps.t.evaluate",
+     "finetune.learning_rate must be a finite number, got 'fast'"),
+    (eval_cfg({"finetune_steps": 5, "finetune": {"hop_moves": -1}}), "sweeps.t.evaluate",
+     "finetune.hop_moves must be an integer >= 0, got -1"),
     # the series store must hold 2 blocks of the largest series (the error bars need them)
     (eval_cfg({"max_series_elements": 100}), "sweeps.t.evaluate.max_series_elements",
      "100 numbers cannot hold 2 blocks of the largest series"),
