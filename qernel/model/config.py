@@ -73,6 +73,10 @@ class ModelConfig:
       correction per anchor depth, qernel.model.orbitals), so the determinant can reach any
       orbital of the prior's basis at the anchor depths; off by default (parameters: anchors ×
       plane waves × electrons × 2). Needs orbital_prior.
+    one_body_jastrow: add the one-body Jastrow factor of the moiré potential, e^{Σ_i χ(r_i; V)}
+      (qernel.model.one_body_jastrow: a small MLP of the potential's harmonics at each electron and
+      of the depth, zero at the start), so ψ can decay into the potential's maxima as the ground
+      state does at large V; off by default.
     prior_source: the orbitals of the anchored prior (prior_anchors > 1): "bands" (the exact
       non-interacting orbitals, the default) or "hartree_fock" (the symmetry-broken Hartree–Fock
       orbitals at each anchor depth, qernel.hartree_fock_targets: at large V the generalised
@@ -112,6 +116,7 @@ class ModelConfig:
     prior_anchors: int = 1
     prior_modulation: bool = False
     learnable_prior: bool = False
+    one_body_jastrow: bool = False
     prior_source: str = "bands"
     wrap_positions: bool = True
     dtype: str = "float32"
@@ -122,7 +127,7 @@ class ModelConfig:
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("supercell_shells", "moire_shells", "jastrow_shells"):
             _check_int(name, getattr(self, name), minimum=0)
-        for name in ("k_point_features", "orbital_prior", "prior_modulation", "learnable_prior", "jastrow_cusp", "jastrow_conditioned", "complex_output", "wrap_positions"):
+        for name in ("k_point_features", "orbital_prior", "prior_modulation", "learnable_prior", "one_body_jastrow", "jastrow_cusp", "jastrow_conditioned", "complex_output", "wrap_positions"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("router_margin", "orbital_init_scale"):

@@ -7,7 +7,8 @@
     log_psi = wf.log_psi(params, x, cond)          # x (N, 2) in a_M, cond (n_cond,), cond[0] = V in E_M
     phase, logabs, aux = wf.apply(params, x, cond) # aux: {"moe_loss": (), "expert_counts": (n_layers, n_experts)}
 
-ψ(x; c) = e^{J(x)} Σ_d det Φ^d_up(x; c) det Φ^d_down(x; c), evaluated stably: slogdet per spin
+ψ(x; c) = e^{J(x) + Σ_i χ(r_i; c)} Σ_d det Φ^d_up(x; c) det Φ^d_down(x; c) (χ: the one-body Jastrow, with
+`one_body_jastrow`; qernel.model.one_body_jastrow), evaluated stably: slogdet per spin
 block and a log-sum-exp over determinants. log_psi returns log|ψ| + iθ (complex) when the
 orbitals are complex (Bloch envelopes), log|ψ| when complex_output is False (real ψ).
 Everything is a pure function of (params, x, cond) for ONE configuration: vectorise with vmap.
@@ -31,6 +32,7 @@ from qernel.model.config import ModelConfig
 from qernel.model.features import feature_vectors, one_electron_features
 from qernel.model.film import FiLM, normalise_condition
 from qernel.model.jastrow import Jastrow
+from qernel.model.one_body_jastrow import OneBodyJastrow
 from qernel.model.orbitals import OrbitalReference, Orbitals, prior_orbital_values, reference_orbitals
 from qernel.model.transformer import Transformer
 from qernel.system import System
@@ -65,6 +67,8 @@ class QernelNetwork(nn.Module):
         jastrow = Jastrow(system.supercell, system.n_up, system.n_down, system.coupling, cfg.jastrow_hidden,
                           cfg.jastrow_shells, cfg.jastrow_cusp, self.condition_names, cfg.jastrow_conditioned,
                           name="jastrow")(x, cond, c_norm)
+        if cfg.one_body_jastrow:
+            jastrow = jastrow + OneBodyJastrow(system.phase, cfg.jastrow_hidden, name="one_body_jastrow")(x, c_norm)
         return mats, jastrow, aux
 
 
