@@ -26,6 +26,11 @@ Hartree–Fock) and most of Var E_L. This is the electron–nucleus term of the 
 QMC for solids (Foulkes, Mitas, Needs, Rajagopal, Rev. Mod. Phys. 73, 33 (2001), §VI.A), with the
 moiré potential in the role of the ions, and conditioned on the depth as the pair term is
 (qernel.model.jastrow).
+
+Opt-in (`model.one_body_jastrow`): on the demo with clip_mad 20 (one run each, 2-core CPU,
+2026-12-01) it changed VMC − HF at V = 10 / 8.75 E_M from −0.0018(109) / −0.0195(32) to
+−0.0127(55) / +0.0079(44) E_M per hole, within the run-to-run spread of those depths; with 16
+walkers per depth the rare samples it is for are too few to train it.
 """
 
 from __future__ import annotations
