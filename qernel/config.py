@@ -546,7 +546,8 @@ def numbers_as_written(config, validator=None) -> list:
     number as YAML 1.2 writes it: `learning_rate: 1e-3` is 0.001 (an integer where only an integer
     is wanted: `steps: 1e3` is 1000), as the user meant; YAML 1.1 (PyYAML, Snakemake) reads it as
     the text "1e-3". Where a number is wanted: the schema's types, and the number fields of the
-    model, pretrain and evaluate dataclasses (the schema leaves those to them). Other text stays
+    model, pretrain and evaluate dataclasses and of evaluate.finetune's training options (the
+    schema leaves those to them). Other text stays
     as it is (a description, a sweep name in run_sweeps). Returns the schema's errors that remain
     (jsonschema ValidationErrors, for `check_schema`, which calls it first)."""
     if validator is None:
@@ -574,8 +575,11 @@ def numbers_as_written(config, validator=None) -> list:
 
     sweeps = config.get("sweeps") if isinstance(config, Mapping) else None
     for spec in (sweeps.values() if isinstance(sweeps, Mapping) else ()):
-        for part, cls in (("model", ModelConfig), ("pretrain", TrainConfig), ("evaluate", EvalConfig)):
-            section = spec.get(part) if isinstance(spec, Mapping) else None
+        evaluate = spec.get("evaluate") if isinstance(spec, Mapping) else None
+        finetune = evaluate.get("finetune") if isinstance(evaluate, dict) else None
+        for section, cls in ((spec.get("model") if isinstance(spec, Mapping) else None, ModelConfig),
+                             (spec.get("pretrain") if isinstance(spec, Mapping) else None, TrainConfig),
+                             (evaluate, EvalConfig), (finetune, TrainConfig)):  # finetune: training options
             if not isinstance(section, dict):
                 continue
             for field in dataclasses.fields(cls):

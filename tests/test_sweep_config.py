@@ -492,7 +492,7 @@ sweeps:
     depths: [0.0, 1e0, 2.5]
     model: {preset: tiny, orbital_init_scale: 1e-1}
     pretrain: {batch_size: 12, steps: 1e2, learning_rate: 1e-3, sr_damping: 1.0E-4, max_update_norm: 3e-2}
-    evaluate: {samples: 2.4e1, batch_size: 12, init_width: 1e-1}
+    evaluate: {samples: 2.4e1, batch_size: 12, init_width: 1e-1, finetune_steps: 2, finetune: {learning_rate: 5e-3}}
 """
 
 
@@ -510,12 +510,13 @@ def test_numbers_written_as_yaml_1_2_writes_them_are_numbers(tmp_path):
     assert sweep.resolved["pretrain"]["sr_damping"] == 1e-4 and sweep.resolved["pretrain"]["max_update_norm"] == 0.03
     assert sweep.resolved["evaluate"]["samples"] == 24 and sweep.resolved["evaluate"]["init_width"] == 0.1
     assert sweep.resolved["model"]["orbital_init_scale"] == 0.1
+    assert sweep.resolved["evaluate"]["finetune"] == {"learning_rate": 0.005}  # a training option inside evaluate
     assert sweep.system.coupling == 1.5 and list(sweep.depths) == [0.0, 1.0, 2.5]
     config = qc.read_config(path)
     assert qc.validate_config(config)["1e3"].config_hash == sweep.config_hash
     assert config["sweeps"]["1e3"]["description"] == "1e3" and config["run_sweeps"] == ["1e3"]
     dotted = NUMBERS.replace("1e-3", "0.001").replace("1.0E-4", "0.0001").replace("1e2", "100").replace(
-        "3e-2", "0.03").replace("1.5e0", "1.5").replace("1e0", "1.0").replace("1e-1", "0.1").replace("2.4e1", "24")
+        "3e-2", "0.03").replace("5e-3", "0.005").replace("1.5e0", "1.5").replace("1e0", "1.0").replace("1e-1", "0.1").replace("2.4e1", "24")
     (tmp_path / "dotted.yaml").write_text(dotted)
     assert qc.load_sweep(tmp_path / "dotted.yaml", "1e3").config_hash == sweep.config_hash
     # what cannot be a number is still named

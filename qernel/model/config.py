@@ -47,7 +47,8 @@ class ModelConfig:
       is exactly the non-interacting ground state.
     orbital_init_scale: standard deviation of the neural orbital amplitudes at initialisation, in
       units of the non-interacting orbitals' size A^{-1/2} (A: supercell area).
-    jastrow_hidden, jastrow_shells: width of the pair MLP u and the supercell shells of its
+    jastrow_hidden, jastrow_shells: width of the pair MLP u (and of the one-body MLP, with
+      one_body_jastrow) and the supercell shells of its
       cos(G·r_ij) features; jastrow_cusp: add the exact 2D Coulomb cusp term
       (λ for antiparallel, λ/3 for parallel spins); jastrow_conditioned: the pair MLP u also
       reads the normalised condition (the depth), so the liquid and the crystal get their own
@@ -76,7 +77,7 @@ class ModelConfig:
     one_body_jastrow: add the one-body Jastrow factor of the moiré potential, e^{Σ_i χ(r_i; V)}
       (qernel.model.one_body_jastrow: a small MLP of the potential's harmonics at each electron and
       of the depth, zero at the start), so ψ can decay into the potential's maxima as the ground
-      state does at large V; off by default.
+      state does at large V; off by default. Its width is jastrow_hidden.
     prior_source: the orbitals of the anchored prior (prior_anchors > 1): "bands" (the exact
       non-interacting orbitals, the default) or "hartree_fock" (the symmetry-broken Hartree–Fock
       orbitals at each anchor depth, qernel.hartree_fock_targets: at large V the generalised
@@ -85,7 +86,7 @@ class ModelConfig:
       `qernel.hartree_fock_targets.cached_hartree_fock_targets`). Measured on the demo system at
       V = 10 E_M alone (128 walkers, 200 SR steps, lr 0.02, orbital_init_scale 0,
       prior_modulation): −30.21 ± 0.02 E_M per hole, at the HF energy (−30.2127) with
-      Var E_L ~2, against −29.45 for the shipped demo (bands prior).
+      Var E_L ~2, against −29.45 for the demo of that time (bands prior).
     wrap_positions: map positions into the supercell first (better float32 periodicity).
     dtype: parameter dtype, "float32" or "float64" (float64 needs jax_enable_x64).
     Raises ValueError for an invalid field or combination of fields (naming them).

@@ -4,8 +4,8 @@
                                   p(r) = −(1/3) Σ_j cos(g_j·r + φ) = Δ(r) / (6V)
 
 g_j: the first shell of the moiré reciprocal lattice and φ the potential's phase (qernel.moire,
-DESIGN.md §1), so s and p are the potential's own harmonics and its shape (p = −1 at the deepest
-point of the minima); c: the normalised condition (the depth, mapped to [−1, 1] as for FiLM,
+DESIGN.md §1), so s and p are the potential's own harmonics and its shape (p is lowest at the
+minima: −1 at φ = 0, −0.707 at φ = 45°); c: the normalised condition (the depth, mapped to [−1, 1] as for FiLM,
 qernel.model.film). u is a small MLP (tanh) whose last layer is zero-initialised: at the start
 χ = 0 and the wavefunction is the one without it.
 
