@@ -16,7 +16,8 @@ periodicity weights every arrangement of holes over the minima alike, so it neit
 forbids a crystal: that stays the determinants' job.
 
 Why (issue 13): at large V the ground state decays into the potential's maxima, ψ ~ e^{−∫κ},
-κ = √(2(Δ − ε)) (up to 10 a_M⁻¹ at V = 10 E_M, where Δ reaches +58 E_M), and the model's
+κ = √(2(Δ − ε)) (H = −½∇² + Δ in E_M and a_M: about 12 a_M⁻¹ at the maxima at V = 10 E_M, Δ = +58
+E_M against the lowest band's ε ≈ −13.5 E_M), and the model's
 orbitals do not: the Hartree–Fock prior is a 3-shell plane-wave sum and the neural modulation reads
 the first moiré shell only. Measured on the demo (6 holes in 3×3, λ = 10.62, V = 10 E_M, shared
 model trained with clip_mad 20): 0.2 % of the evaluation's samples have a hole high on the
