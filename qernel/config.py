@@ -547,8 +547,8 @@ def numbers_as_written(config, validator=None) -> list:
     is wanted: `steps: 1e3` is 1000), as the user meant; YAML 1.1 (PyYAML, Snakemake) reads it as
     the text "1e-3". Where a number is wanted: the schema's types, and the number fields of the
     model, pretrain and evaluate dataclasses and of evaluate.finetune's training options (the
-    schema leaves those to them). Other text stays
-    as it is (a description, a sweep name in run_sweeps). Returns the schema's errors that remain
+    schema leaves those to them). Other text stays as it is (a description, a sweep name in
+    run_sweeps). Returns the schema's errors that remain
     (jsonschema ValidationErrors, for `check_schema`, which calls it first)."""
     if validator is None:
         import jsonschema
@@ -575,11 +575,12 @@ def numbers_as_written(config, validator=None) -> list:
 
     sweeps = config.get("sweeps") if isinstance(config, Mapping) else None
     for spec in (sweeps.values() if isinstance(sweeps, Mapping) else ()):
-        evaluate = spec.get("evaluate") if isinstance(spec, Mapping) else None
-        finetune = evaluate.get("finetune") if isinstance(evaluate, dict) else None
-        for section, cls in ((spec.get("model") if isinstance(spec, Mapping) else None, ModelConfig),
-                             (spec.get("pretrain") if isinstance(spec, Mapping) else None, TrainConfig),
-                             (evaluate, EvalConfig), (finetune, TrainConfig)):  # finetune: training options
+        if not isinstance(spec, Mapping):
+            continue
+        evaluate = spec.get("evaluate")
+        finetune = evaluate.get("finetune") if isinstance(evaluate, dict) else None  # training options
+        for section, cls in ((spec.get("model"), ModelConfig), (spec.get("pretrain"), TrainConfig),
+                             (evaluate, EvalConfig), (finetune, TrainConfig)):
             if not isinstance(section, dict):
                 continue
             for field in dataclasses.fields(cls):

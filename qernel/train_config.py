@@ -176,8 +176,9 @@ PRETRAIN_TARGETS = ("bands", "hartree_fock")
 
 def check_finetune_options(options) -> None:
     """Raise ValueError naming `finetune.<key>` for each key of the evaluation's `finetune:` mapping
-    that is not a training option (a TrainConfig field), or whose value that option refuses. The keys the evaluation sets itself
-    (steps, pretrain_steps) are refused by `qernel.evaluate.EvalConfig`."""
+    that is not a training option (a TrainConfig field), or whose value that option refuses. The
+    keys the evaluation sets itself (steps, pretrain_steps) are refused by
+    `qernel.evaluate.EvalConfig`."""
     if not isinstance(options, dict):
         raise ValueError(f"finetune must be a mapping of training options, got {options!r}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -5,8 +5,8 @@
 
 g_j: the first shell of the moiré reciprocal lattice and φ the potential's phase (qernel.moire,
 DESIGN.md §1), so s and p are the potential's own harmonics and its shape (p is lowest at the
-minima: −1 at φ = 0, −0.707 at φ = 45°); c: the normalised condition (the depth, mapped to [−1, 1] as for FiLM,
-qernel.model.film). u is a small MLP (tanh) whose last layer is zero-initialised: at the start
+minima: −1 at φ = 0, −0.707 at φ = 45°); c: the normalised condition (the depth, mapped to
+[−1, 1] as for FiLM, qernel.model.film). u is a small MLP (tanh) whose last layer is zero-initialised: at the start
 χ = 0 and the wavefunction is the one without it.
 
 χ has the moiré lattice's periodicity (so the supercell's), is the same function for every
@@ -43,14 +43,14 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from qernel.moire import G_SHELL
+from qernel.moire import G_SHELL, moire_potential
 
 
 def potential_features(x, phase: float):
     """[cos(g_j·r + φ), sin(g_j·r + φ) (j = 1..3), Δ(r)/(6V)] at positions x (..., 2) in a_M; (..., 7)."""
     arg = x @ jnp.asarray(G_SHELL.T, dtype=x.dtype) + jnp.asarray(phase, x.dtype)
-    cos = jnp.cos(arg)
-    return jnp.concatenate([cos, jnp.sin(arg), -jnp.mean(cos, axis=-1, keepdims=True)], axis=-1)
+    shape = moire_potential(x, 1.0, phase)[..., None] / 6.0
+    return jnp.concatenate([jnp.cos(arg), jnp.sin(arg), shape.astype(x.dtype)], axis=-1)
 
 
 class OneBodyJastrow(nn.Module):

@@ -40,8 +40,7 @@ For each spin block s (N_s electrons, up first) and determinant d, the orbital m
 - Learnable prior (ModelConfig.learnable_prior, off by default): the prior's plane-wave
   coefficients become c_G + δ_G |c_G|, δ complex and learnable, zero at initialisation (each
   coefficient changes in proportion to its size, so plane waves the prior does not use stay
-  unused), one table per anchor
-  depth (M, P, N_s), interpolated in V by the same hat functions (without anchors one table). The
+  unused), one table per anchor depth (M, P, N_s), interpolated in V by the same hat functions (without anchors one table). The
   determinant's one-particle part then spans every orbital of the prior's plane-wave basis at
   every anchor depth, exactly and linearly, instead of only what the neural heads (fed by
   low-harmonic features) can make of the anchors' orbitals. Why: at λ = 0 between anchors the
@@ -232,8 +231,8 @@ def anchored_prior_orbitals(x, anchors: AnchorTables, spin: int, correction=None
 
 
 def prior_orbital_values(reference: OrbitalReference, points, depth: float) -> tuple[np.ndarray, np.ndarray]:
-    """The orbital prior's orbitals φ_j(r; V) (without the learnable scale or the learnable_prior correction) at points (M, 2), a_M,
-    and depth V (E_M): (up (M, N_up), down (M, N_down)) complex, NumPy. With anchors, the
+    """The orbital prior's orbitals φ_j(r; V) (without the learnable scale or the learnable_prior
+    correction) at points (M, 2), a_M, and depth V (E_M): (up (M, N_up), down (M, N_down)) complex, NumPy. With anchors, the
     hat-function interpolation of the module docstring (constant beyond the ends); without, the
     reference depth's orbitals at every V (for real ψ the complex orbitals, which span the same
     space). Where the walkers start (`qernel.determinant_sampling`)."""
