@@ -27,8 +27,9 @@ step on CPU for small configs (tests/engine/test_memory.py checks the model agai
 `MODEL_FACTOR`), so that they describe this code, not an idealised one.
 
 FLOPs: forward passes counted as 2 × (multiply–adds of one walker) per walker: the MCMC block
-(mcmc_steps + 1 passes), the local energies ((2N + 2) forward passes), the Jacobians ((n + 1)/2 ×
-3 forward passes, n = W/b chunks), the kernel products 2·M²·P, the vjp and jvp (3 + 2 forward
+(mcmc_steps + hop_moves + 1 passes: each Gaussian move and each site hop evaluates ψ once), the
+local energies ((2N + 2) forward passes), the Jacobians ((n + 1)/2 × 3 forward passes, n = W/b
+chunks), the kernel products 2·M²·P, the vjp and jvp (3 + 2 forward
 passes) and the eigendecomposition (≈ 9 M³).
 """
 
@@ -100,11 +101,13 @@ def forward_flops(n_electrons: int, model) -> float:
 
 
 def step_estimate(n_electrons: int, n_params: int, walkers: int, model, chunk: int = 0, devices: int = 1,
-                  mcmc_steps: int = 10, is_complex: bool = True, dtype: str = "float32") -> StepEstimate:
+                  mcmc_steps: int = 10, is_complex: bool = True, dtype: str = "float32",
+                  hop_moves: int = 2) -> StepEstimate:
     """The memory model (per device) and FLOPs (per device) of one training step with SPRING.
 
     n_electrons N; n_params P; walkers W (all devices); model: a qernel.model.ModelConfig (sizes);
-    chunk: max_vmap_batch_size (0 = all walkers of a device at once); devices: GPUs of the job.
+    chunk: max_vmap_batch_size (0 = all walkers of a device at once); devices: GPUs of the job;
+    mcmc_steps, hop_moves: the Gaussian moves and site hops of one MCMC block (qernel.mcmc).
     Raises ValueError for walkers not divisible by devices.
     """
     if walkers % devices:
@@ -129,7 +132,7 @@ def step_estimate(n_electrons: int, n_params: int, walkers: int, model, chunk: i
     peak = terms["parameters"] + terms["walkers"] + max(terms["local_energy"], sr)
     n_chunks = max(1, -(-w_dev // b))
     fwd = forward_flops(n_electrons, model)
-    flops = w_dev * fwd * ((mcmc_steps + 1) + (2 * n_electrons + 2) + 3 * (n_chunks + 1) / 2 + 5)
+    flops = w_dev * fwd * ((mcmc_steps + hop_moves + 1) + (2 * n_electrons + 2) + 3 * (n_chunks + 1) / 2 + 5)
     flops += 2.0 * m_rows * (m_rows / devices) * n_params + 9.0 * m_rows ** 3
     return StepEstimate(float(peak), float(flops), terms)
 
@@ -200,7 +203,7 @@ def sweep_estimate(sweep, cache_dir=None) -> StepEstimate:
     devices = max(1, int(sweep.resources["pretrain"].get("gpu", 0) or 1))
     n_params = parameter_count(sweep.system, sweep.model, sweep.cond_range, sweep.conditions.names, cache_dir)
     return step_estimate(sweep.system.n_electrons, n_params, cfg.batch_size, sweep.model, cfg.max_vmap_batch_size,
-                         devices, cfg.mcmc_steps, bool(sweep.model.complex_output), cfg.dtype)
+                         devices, cfg.mcmc_steps, bool(sweep.model.complex_output), cfg.dtype, cfg.hop_moves)
 
 
 def gpu_memory_gb(sweep) -> float:

@@ -109,3 +109,21 @@ def test_qernel_info_prints_the_step_memory_and_flops(capsys):
     line = next(l for l in out.splitlines() if l.startswith("training step (qernel.memory model"))
     assert "GB per device" in line and "FLOPs per step" in line and "jacobian_chunks" in line
     assert "resources.pretrain.gpu_memory_gb" in out
+
+
+def test_each_site_hop_is_a_forward_pass_of_every_walker():
+    """The MCMC block evaluates ψ once per Gaussian move and once per site hop (qernel.mcmc), so
+    two more hops add two forward passes per walker to a step's FLOPs; a sweep's estimate takes
+    the hops from its `pretrain.hop_moves`."""
+    model = ModelConfig.from_spec("tiny")
+    no_hops = memory.step_estimate(6, 10_000, 64, model, hop_moves=0)
+    hops = memory.step_estimate(6, 10_000, 64, model, hop_moves=2)
+    assert hops.flops - no_hops.flops == pytest.approx(2 * 64 * memory.forward_flops(6, model))
+    assert hops.peak_bytes == no_hops.peak_bytes  # the hops run in a scan, as the moves do: no more memory
+    from qernel import config as qconfig
+
+    spec = {"system": {"supercell": [[2, 0], [0, 2]], "n_up": 4, "n_down": 0, "units": "moire", "coupling": 1.0,
+                       "phase_deg": 45}, "depths": [0.0, 5.0], "model": "tiny"}
+    est = {h: memory.sweep_estimate(qconfig.build_sweep("s", {**spec, "pretrain": {"hop_moves": h}})).flops
+           for h in (0, 3)}
+    assert est[3] > est[0]
