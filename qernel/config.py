@@ -155,13 +155,14 @@ EVAL_KEY_CLASSES: dict[str, str] = {
 MODEL_KEYS = ("preset", "d_model", "n_layers", "n_heads", "n_kv_heads", "n_experts", "top_k", "d_ff",
               "router_input", "router_margin", "supercell_shells", "moire_shells", "k_point_features", "film_hidden",
               "n_determinants", "orbital_prior", "orbital_init_scale", "jastrow_hidden", "jastrow_shells",
-              "jastrow_cusp", "jastrow_conditioned", "complex_output", "reference_depth", "prior_anchors", "prior_modulation", "learnable_prior", "one_body_jastrow", "prior_source", "wrap_positions",
+              "jastrow_cusp", "jastrow_conditioned", "complex_output", "reference_depth", "prior_anchors", "prior_modulation", "learnable_prior", "additive_orbitals", "one_body_jastrow", "prior_source", "wrap_positions",
               "dtype")
 #: Keys added after sweeps were first run with this package, each with the value that runs
 #: exactly as before the key existed (its default). At that value a key is left out of the stage
 #: snapshots and hashes (`Sweep.stage_config`), so that upgrading qernel neither reruns a sweep
 #: that does not use the key nor moves its checkpoints aside; any other value is a key of its class.
-ADDED_KEYS: dict[str, Any] = {"model.learnable_prior": False, "model.one_body_jastrow": False}
+ADDED_KEYS: dict[str, Any] = {"model.learnable_prior": False, "model.one_body_jastrow": False,
+                               "model.additive_orbitals": True}
 #: The Hartree–Fock options (qernel.reference.HFOptions; the schema's `hartree_fock`).
 HF_KEYS = ("enabled", "shells", "search_shells", "starts", "seeded", "max_iter", "max_plane_waves")
 #: The class of every config key, by its dotted path inside a sweep ("pretrain.log_every"); a

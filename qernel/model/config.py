@@ -74,6 +74,13 @@ class ModelConfig:
       correction per anchor depth, qernel.model.orbitals), so the determinant can reach any
       orbital of the prior's basis at the anchor depths; off by default (parameters: anchors ×
       plane waves × electrons × 2). Needs orbital_prior.
+    additive_orbitals: the neural orbital amplitude a(h_i)·ε_j(r_i) is added to the prior term
+      (the default); false: the orbitals are the prior's only, (c + b(h_i))·φ_j, with the
+      modulation b when prior_modulation (FermiNet's construction, network × envelope), so every
+      orbital is small where its prior orbital is (between the moiré minima and on the
+      potential's maxima at large V), where the additive term, fed by low-harmonic features, is
+      not (measured in qernel.model.orbitals: the crystal side's rare high local energies go, the
+      liquid side loses 0.03–0.06 E_M per hole). Needs orbital_prior.
     one_body_jastrow: add the one-body Jastrow factor of the moiré potential, e^{Σ_i χ(r_i; V)}
       (qernel.model.one_body_jastrow: a small MLP of the potential's harmonics at each electron and
       of the depth, zero at the start), so ψ can decay into the potential's maxima as the ground
@@ -117,6 +124,7 @@ class ModelConfig:
     prior_anchors: int = 1
     prior_modulation: bool = False
     learnable_prior: bool = False
+    additive_orbitals: bool = True
     one_body_jastrow: bool = False
     prior_source: str = "bands"
     wrap_positions: bool = True
@@ -128,7 +136,7 @@ class ModelConfig:
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("supercell_shells", "moire_shells", "jastrow_shells"):
             _check_int(name, getattr(self, name), minimum=0)
-        for name in ("k_point_features", "orbital_prior", "prior_modulation", "learnable_prior", "one_body_jastrow", "jastrow_cusp", "jastrow_conditioned", "complex_output", "wrap_positions"):
+        for name in ("k_point_features", "orbital_prior", "prior_modulation", "learnable_prior", "additive_orbitals", "one_body_jastrow", "jastrow_cusp", "jastrow_conditioned", "complex_output", "wrap_positions"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("router_margin", "orbital_init_scale"):
@@ -146,6 +154,9 @@ class ModelConfig:
         if self.learnable_prior and not self.orbital_prior:
             raise ValueError("learnable_prior = true needs orbital_prior = true (it makes the prior's coefficients "
                              "learnable)")
+        if not self.additive_orbitals and not self.orbital_prior:
+            raise ValueError("additive_orbitals = false needs orbital_prior = true (without the additive term the "
+                             "orbitals are the prior's)")
         if self.router_input not in ROUTER_INPUTS:
             raise ValueError(f"router_input must be one of {ROUTER_INPUTS}, got {self.router_input!r}")
         if self.dtype not in DTYPES:

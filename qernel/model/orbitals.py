@@ -38,9 +38,11 @@ For each spin block s (N_s electrons, up first) and determinant d, the orbital m
   Research 2, 033429 (2020)), with the band orbital as the envelope.
 
 - Learnable prior (ModelConfig.learnable_prior, off by default): the prior's plane-wave
-  coefficients become c_G + δ_G |c_G|, δ complex and learnable, zero at initialisation (each
-  coefficient changes in proportion to its size, so plane waves the prior does not use stay
-  unused), one table per anchor depth (M, P, N_s), interpolated in V by the same hat functions (without anchors one table). The
+  coefficients become c_G + δ_G s_G, δ complex and learnable, zero at initialisation, s_G the
+  coefficient's largest size |c_G| over the anchor depths (each coefficient changes in proportion
+  to the size it has somewhere in the range, so plane waves the prior never uses stay unused),
+  one table per anchor depth (M, P, N_s), interpolated in V by the same hat functions (without
+  anchors one table, s_G = |c_G|). The
   determinant's one-particle part then spans every orbital of the prior's plane-wave basis at
   every anchor depth, exactly and linearly, instead of only what the neural heads (fed by
   low-harmonic features) can make of the anchors' orbitals. Why: at λ = 0 between anchors the
@@ -49,6 +51,19 @@ For each spin block s (N_s electrons, up first) and determinant d, the orbital m
   V = 5 E_M, orbital loss 1e-5, kept Var E_L = 0.16 E_M², notes of issue 17). Learnable
   plane-wave orbitals are the one-particle part of plane-wave Hartree–Fock and of DeepSolid-style
   periodic ansätze (Li et al., Nat. Commun. 13, 7895 (2022), which start from HF orbitals).
+
+- Without the additive term (ModelConfig.additive_orbitals = false) a = 0 and the orbitals are
+  (c^d_j + b^d_j(h_i)) · φ_j(r_i): the network multiplies the prior (FermiNet's construction,
+  network × envelope, Pfau et al. 2020, with the prior orbital as the envelope), so every
+  orbital is small wherever its prior orbital is. Why: at large V the prior (Hartree–Fock or
+  band orbitals, localised on the moiré minima) decays into the potential's maxima, where the
+  additive a·ε, a plane wave times a network of low-harmonic features, does not; the rare
+  samples with a hole on a maximum then carry local energies 20–90 E_M above the median and
+  most of the variance (demo system at V = 10 E_M, notes of issue 13). Measured on the demo
+  sweep (one run each, same recipe): VMC − HF at V = 10 E_M −0.0032(71) with the additive term,
+  −0.0143(28) without, Var E_L 9.7 and 3.8 E_M²; at V = 0–2.5 E_M, where the prior is the
+  Hartree–Fock crystal and the ground state a liquid, the additive term is worth 0.03–0.06 E_M
+  per hole.
 
 With a = b = 0 and c = 1 one determinant is exactly the non-interacting ground state at the
 reference depth; with c = 0 and a^d_j ≡ 1 it is the plane-wave determinant det[e^{ik_j·r_i}]
@@ -281,6 +296,7 @@ class Orbitals(nn.Module):
     init_scale: float = 0.1
     modulation: bool = True
     learnable_prior: bool = False
+    additive: bool = True
 
     @nn.compact
     def __call__(self, h, x, cond=None):
@@ -309,11 +325,14 @@ class Orbitals(nn.Module):
                 continue
             hs, xs = h[..., offset:offset + n, :], x[..., offset:offset + n, :]
             offset += n
-            out = nn.Dense(n_comp * n_det * n, kernel_init=kernel_init, name=f"head_{name}")(hs)
-            out = out.reshape(out.shape[:-1] + (n_comp, n_det, n))  # (..., i, comp, d, j)
-            amp = out[..., 0, :, :] + 1j * out[..., 1, :, :] if self.complex_output else out[..., 0, :, :]
-            amp = jnp.moveaxis(amp, -2, -3)  # (..., d, i, j)
-            mat = amp * bloch_envelope(xs, ref, self.complex_output)[..., None, :, :]
+            if self.additive:
+                out = nn.Dense(n_comp * n_det * n, kernel_init=kernel_init, name=f"head_{name}")(hs)
+                out = out.reshape(out.shape[:-1] + (n_comp, n_det, n))  # (..., i, comp, d, j)
+                amp = out[..., 0, :, :] + 1j * out[..., 1, :, :] if self.complex_output else out[..., 0, :, :]
+                amp = jnp.moveaxis(amp, -2, -3)  # (..., d, i, j)
+                mat = amp * bloch_envelope(xs, ref, self.complex_output)[..., None, :, :]
+            else:
+                mat = 0.0
             if self.prior and self.modulation:
                 # zero at initialisation (an output head needs no random start to break a symmetry):
                 # the model starts as it did without the modulation
@@ -330,7 +349,14 @@ class Orbitals(nn.Module):
                 # each coefficient changes by a complex factor of its own size: plane waves the
                 # prior does not use stay out (a uniform scale let the first SR steps put weight
                 # on high harmonics, whose kinetic energy raised Var E_L ~1000x at λ = 0)
-                correction = jax.lax.complex(dc[..., 0], dc[..., 1]) * jnp.asarray(np.abs(table), h.dtype)
+                size = np.abs(table)
+                if anchors is not None:
+                    # ... its largest size at any anchor depth: a shallow anchor's orbital, nearly a
+                    # plane wave, can take on the high harmonics that the orbitals between it and a
+                    # deeper anchor need (with each anchor's own sizes, the λ = 0 check's V = 5 Var
+                    # E_L ended at 0.057 E_M², with the largest 0.019; notes of issue 17)
+                    size = np.broadcast_to(size.max(axis=0, keepdims=True), size.shape)
+                correction = jax.lax.complex(dc[..., 0], dc[..., 1]) * jnp.asarray(size, h.dtype)
             else:
                 correction = None
             if self.prior and anchors is not None:

@@ -63,7 +63,8 @@ class QernelNetwork(nn.Module):
         gamma, beta = FiLM(cfg.n_layers, cfg.d_model, cfg.film_hidden, name="film")(c_norm)
         h, aux = Transformer(cfg, name="transformer")(h, gamma, beta, c_norm)
         mats = Orbitals(self.reference, cfg.n_determinants, cfg.complex_output, cfg.orbital_prior,
-                        cfg.orbital_init_scale, cfg.prior_modulation, cfg.learnable_prior, name="orbitals")(h, x, cond)
+                        cfg.orbital_init_scale, cfg.prior_modulation, cfg.learnable_prior, cfg.additive_orbitals,
+                        name="orbitals")(h, x, cond)
         jastrow = Jastrow(system.supercell, system.n_up, system.n_down, system.coupling, cfg.jastrow_hidden,
                           cfg.jastrow_shells, cfg.jastrow_cusp, self.condition_names, cfg.jastrow_conditioned,
                           name="jastrow")(x, cond, c_norm)

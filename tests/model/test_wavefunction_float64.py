@@ -237,7 +237,8 @@ def test_real_output_requires_conjugation_closed_occupation():
 def test_learnable_prior_starts_as_the_prior_and_moves_each_plane_wave_coefficient():
     # learnable_prior: at initialisation ψ equals the model without it (same other parameters);
     # with the anchor-0 correction δ set, the V = 0 orbitals (neural amplitude off) are the plane-wave
-    # sum e^{ik·r} Σ_G (c_G + δ_G |c_G|) e^{iG·r}, evaluated here in NumPy from the anchors' tables.
+    # sum e^{ik·r} Σ_G (c_G + δ_G s_G) e^{iG·r}, s_G the largest |c_G| over the anchors, evaluated
+    # here in NumPy from the anchors' tables.
     system = System(Supercell(((2, 1), (0, 2))), n_up=3, n_down=1, coupling=0.0, phase=math.radians(30))
     plain = make_wavefunction(system, dataclasses.replace(SMALL, prior_anchors=3), RANGE)
     wf = make_wavefunction(system, dataclasses.replace(SMALL, prior_anchors=3, learnable_prior=True), RANGE)
@@ -260,7 +261,7 @@ def test_learnable_prior_starts_as_the_prior_and_moves_each_plane_wave_coefficie
     up, down = fast_jit(wf.orbitals)(params, xs[0], jnp.asarray([0.0]))
     for spin, (mat, pos) in enumerate(((up, xs[0][:3]), (down, xs[0][3:]))):
         c = anchors.coefficients[spin][0]
-        c = c + delta[spin] * np.abs(c)
+        c = c + delta[spin] * np.abs(anchors.coefficients[spin]).max(axis=0)  # each one's largest size
         pos = np.asarray(pos)
         expect = np.exp(1j * pos @ anchors.kpoints[spin][0].T) * (np.exp(1j * pos @ anchors.gvectors.T) @ c)
         for det in range(SMALL.n_determinants):
@@ -271,3 +272,35 @@ def test_learnable_prior_starts_as_the_prior_and_moves_each_plane_wave_coefficie
 def test_learnable_prior_needs_the_prior():
     with pytest.raises(ValueError, match="learnable_prior"):
         dataclasses.replace(SMALL, orbital_prior=False, learnable_prior=True)
+
+
+def test_without_the_additive_orbitals_the_model_is_the_modulated_prior():
+    # additive_orbitals = false: ψ is the default model's with its additive amplitude a set to zero
+    # (same values of every other parameter, all perturbed at random, the modulation b included),
+    # so with test_prior_modulation_multiplies_the_band_orbitals each orbital is (c + b(h_i)) φ_j:
+    # small wherever the prior orbital is
+    system = System(Supercell(((2, 1), (0, 2))), n_up=3, n_down=1, coupling=3.0, phase=math.radians(30))
+    spec = dataclasses.replace(SMALL, prior_anchors=3, prior_modulation=True)
+    full = make_wavefunction(system, spec, RANGE)
+    bare = make_wavefunction(system, dataclasses.replace(spec, additive_orbitals=False), RANGE)
+    params = _perturbed(bare.init(jax.random.PRNGKey(4)), jax.random.PRNGKey(5))
+    assert not any(k.startswith("head_") for k in params["params"]["orbitals"])
+    reference = full.init(jax.random.PRNGKey(4))
+    orbitals = dict(params["params"]["orbitals"])
+    for name in ("head_up", "head_down"):
+        orbitals[name] = jax.tree.map(jnp.zeros_like, reference["params"]["orbitals"][name])
+    with_zero_heads = {"params": {**params["params"], "orbitals": orbitals}}
+    lp, lp_full = fast_jit(bare.log_psi), fast_jit(full.log_psi)
+    for x in _positions(system, 3, 9):
+        for depth in (1.0, 8.0):
+            c = jnp.asarray([depth])
+            assert complex(lp(params, x, c)) == pytest.approx(complex(lp_full(with_zero_heads, x, c)), abs=1e-10)
+    # and the amplitude a, once nonzero, does enter the default model
+    with_heads = {"params": {**params["params"], "orbitals": {
+        **orbitals, "head_up": _perturbed({"h": orbitals["head_up"]}, jax.random.PRNGKey(6))["h"]}}}
+    assert abs(complex(lp(params, x, c)) - complex(lp_full(with_heads, x, c))) > 1e-4
+
+
+def test_the_orbitals_without_the_additive_term_need_the_prior():
+    with pytest.raises(ValueError, match="additive_orbitals"):
+        dataclasses.replace(SMALL, orbital_prior=False, additive_orbitals=False)
