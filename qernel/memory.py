@@ -92,10 +92,11 @@ def activations(n_electrons: int, model) -> float:
 
 def forward_flops(n_electrons: int, model) -> float:
     """FLOPs of one walker's forward pass: 2 × multiply–adds of the dense layers, attention and orbitals
-    (the orbital heads: the neural amplitude, and the prior's modulation when it is on)."""
+    (the orbital heads: the neural amplitude unless additive_orbitals is false, and the prior's
+    modulation when it is on)."""
     n, m = n_electrons, model
     per_layer = n * (4 * m.d_model * m.d_model + 2 * m.n_experts * m.d_model * m.d_ff) + 2 * n * n * m.d_model
-    heads = 2 if m.orbital_prior and m.prior_modulation else 1
+    heads = int(m.additive_orbitals) + int(m.orbital_prior and m.prior_modulation)
     dets = m.n_determinants * (heads * m.d_model * n * n + n ** 3)
     return float(2 * (m.n_layers * per_layer + dets + m.jastrow_hidden * n * n * 4))
 

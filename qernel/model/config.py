@@ -43,10 +43,13 @@ class ModelConfig:
     film_hidden: width of the FiLM MLP (condition → per-layer γ, β).
     n_determinants: generalised spin-blocked Slater determinants.
     orbital_prior: add a learnable multiple of the exact non-interacting orbitals (at the
-      reference depth) to each neural orbital; with the neural part set to zero one determinant
-      is exactly the non-interacting ground state.
+      reference depth) to each neural orbital (with additive_orbitals false, the orbitals are
+      that prior, modulated); with the neural part set to zero one determinant is exactly the
+      non-interacting ground state.
     orbital_init_scale: standard deviation of the neural orbital amplitudes at initialisation, in
-      units of the non-interacting orbitals' size A^{-1/2} (A: supercell area).
+      units of the non-interacting orbitals' size A^{-1/2} (A: supercell area); with
+      additive_orbitals false, of the modulation b (relative to the prior orbital). 0 starts
+      every determinant equal, and equal determinants stay equal under training.
     jastrow_hidden, jastrow_shells: width of the pair MLP u (and of the one-body MLP, with
       one_body_jastrow) and the supercell shells of its
       cos(G·r_ij) features; jastrow_cusp: add the exact 2D Coulomb cusp term
@@ -73,14 +76,17 @@ class ModelConfig:
     learnable_prior: the prior's plane-wave coefficients are parameters too (a zero-initialised
       correction per anchor depth, qernel.model.orbitals), so the determinant can reach any
       orbital of the prior's basis at the anchor depths; off by default (parameters: anchors ×
-      plane waves × electrons × 2). Needs orbital_prior.
+      plane waves × electrons × 2). Needs orbital_prior. Each coefficient's correction is scaled
+      by its largest size over the anchors (since 2026-12-01; before, by its size at its own
+      anchor: a checkpoint of an earlier run with learnable_prior resumes under the new scale).
     additive_orbitals: the neural orbital amplitude a(h_i)·ε_j(r_i) is added to the prior term
       (the default); false: the orbitals are the prior's only, (c + b(h_i))·φ_j, with the
       modulation b when prior_modulation (FermiNet's construction, network × envelope), so every
       orbital is small where its prior orbital is (between the moiré minima and on the
       potential's maxima at large V), where the additive term, fed by low-harmonic features, is
-      not (measured in qernel.model.orbitals: the crystal side's rare high local energies go, the
-      liquid side loses 0.03–0.06 E_M per hole). Needs orbital_prior.
+      not (measured in qernel.model.orbitals: the crystal side's variance from rare high local
+      energies drops, the liquid side loses 0.025–0.06 E_M per hole). Needs orbital_prior and
+      prior_modulation (without the modulation the network would not enter ψ).
     one_body_jastrow: add the one-body Jastrow factor of the moiré potential, e^{Σ_i χ(r_i; V)}
       (qernel.model.one_body_jastrow: a small MLP of the potential's harmonics at each electron and
       of the depth, zero at the start), so ψ can decay into the potential's maxima as the ground
@@ -154,9 +160,10 @@ class ModelConfig:
         if self.learnable_prior and not self.orbital_prior:
             raise ValueError("learnable_prior = true needs orbital_prior = true (it makes the prior's coefficients "
                              "learnable)")
-        if not self.additive_orbitals and not self.orbital_prior:
-            raise ValueError("additive_orbitals = false needs orbital_prior = true (without the additive term the "
-                             "orbitals are the prior's)")
+        if not self.additive_orbitals and not (self.orbital_prior and self.prior_modulation):
+            raise ValueError("additive_orbitals = false needs orbital_prior = true and prior_modulation = true "
+                             "(without the additive term the orbitals are the prior's, and only the modulation "
+                             "lets the network enter them)")
         if self.router_input not in ROUTER_INPUTS:
             raise ValueError(f"router_input must be one of {ROUTER_INPUTS}, got {self.router_input!r}")
         if self.dtype not in DTYPES:

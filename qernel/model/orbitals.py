@@ -4,6 +4,9 @@ For each spin block s (N_s electrons, up first) and determinant d, the orbital m
 
     Φ^d_ij = a^d_j(h_i) · ε_j(r_i) + (c^d_j + b^d_j(h_i)) · φ_j(r_i)      (i: electron, j: orbital)
 
+(the first term is absent with ModelConfig.additive_orbitals = false, the modulation b with
+prior_modulation off, the second term with orbital_prior off; each part below)
+
 - a^d_j(h_i): the neural amplitude, a linear head on the transformer output h_i (two real
   heads, the real and imaginary parts, when ψ is complex). It is a supercell-periodic
   function of all positions (equivariant in the others), so the determinant is antisymmetric.
@@ -62,8 +65,10 @@ For each spin block s (N_s electrons, up first) and determinant d, the orbital m
   most of the variance (demo system at V = 10 E_M, notes of issue 13). Measured on the demo
   sweep (one run each, same recipe): VMC − HF at V = 10 E_M −0.0032(71) with the additive term,
   −0.0143(28) without, Var E_L 9.7 and 3.8 E_M²; at V = 0–2.5 E_M, where the prior is the
-  Hartree–Fock crystal and the ground state a liquid, the additive term is worth 0.03–0.06 E_M
-  per hole.
+  Hartree–Fock crystal and the ground state a liquid, the additive term is worth 0.025–0.06 E_M
+  per hole. The modulation's head then starts at random (standard deviation init_scale): every
+  other per-determinant parameter starts equal across determinants, and equal determinants
+  get equal updates for ever.
 
 With a = b = 0 and c = 1 one determinant is exactly the non-interacting ground state at the
 reference depth; with c = 0 and a^d_j ≡ 1 it is the plane-wave determinant det[e^{ik_j·r_i}]
@@ -334,9 +339,16 @@ class Orbitals(nn.Module):
             else:
                 mat = 0.0
             if self.prior and self.modulation:
-                # zero at initialisation (an output head needs no random start to break a symmetry):
-                # the model starts as it did without the modulation
-                mod = nn.Dense(n_comp * n_det * n, kernel_init=nn.initializers.zeros, name=f"modulation_{name}")(hs)
+                # beside the additive head, zero at initialisation (the model starts as it did
+                # without the modulation; the additive head's random start makes the determinants
+                # differ). Without it, this is the head whose random start (init_scale, relative to
+                # the prior orbital) makes them differ: every other per-determinant parameter starts
+                # equal across determinants, and equal determinants get equal updates for ever.
+                if self.additive or self.init_scale <= 0:
+                    mod_init = nn.initializers.zeros
+                else:
+                    mod_init = nn.initializers.variance_scaling(self.init_scale**2, "fan_in", "normal")
+                mod = nn.Dense(n_comp * n_det * n, kernel_init=mod_init, name=f"modulation_{name}")(hs)
                 mod = mod.reshape(mod.shape[:-1] + (n_comp, n_det, n))
                 mod = mod[..., 0, :, :] + 1j * mod[..., 1, :, :] if self.complex_output else mod[..., 0, :, :]
                 mod = jnp.moveaxis(mod, -2, -3)  # (..., d, i, j)

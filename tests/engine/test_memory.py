@@ -127,3 +127,16 @@ def test_each_site_hop_is_a_forward_pass_of_every_walker():
     est = {h: memory.sweep_estimate(qconfig.build_sweep("s", {**spec, "pretrain": {"hop_moves": h}})).flops
            for h in (0, 3)}
     assert est[3] > est[0]
+
+
+def test_the_forward_flops_count_the_orbital_heads_the_model_has():
+    """One linear head on h_i (d_model → n_det · N outputs per electron) for the additive amplitude
+    and one for the modulation: a model without the additive term has one head's multiply–adds
+    (n_det · d_model · N² per walker, ×2 FLOPs) fewer."""
+    import dataclasses
+
+    both = ModelConfig.from_spec({"prior_modulation": True})
+    modulation_only = dataclasses.replace(both, additive_orbitals=False)
+    n = 6
+    fewer = memory.forward_flops(n, both) - memory.forward_flops(n, modulation_only)
+    assert fewer == pytest.approx(2 * both.n_determinants * both.d_model * n * n)

@@ -274,13 +274,14 @@ def test_learnable_prior_needs_the_prior():
         dataclasses.replace(SMALL, orbital_prior=False, learnable_prior=True)
 
 
-def test_without_the_additive_orbitals_the_model_is_the_modulated_prior():
+@pytest.mark.parametrize("anchors", [1, 3])
+def test_without_the_additive_orbitals_the_model_is_the_modulated_prior(anchors):
     # additive_orbitals = false: ψ is the default model's with its additive amplitude a set to zero
     # (same values of every other parameter, all perturbed at random, the modulation b included),
     # so with test_prior_modulation_multiplies_the_band_orbitals each orbital is (c + b(h_i)) φ_j:
     # small wherever the prior orbital is
     system = System(Supercell(((2, 1), (0, 2))), n_up=3, n_down=1, coupling=3.0, phase=math.radians(30))
-    spec = dataclasses.replace(SMALL, prior_anchors=3, prior_modulation=True)
+    spec = dataclasses.replace(SMALL, prior_anchors=anchors, prior_modulation=True)
     full = make_wavefunction(system, spec, RANGE)
     bare = make_wavefunction(system, dataclasses.replace(spec, additive_orbitals=False), RANGE)
     params = _perturbed(bare.init(jax.random.PRNGKey(4)), jax.random.PRNGKey(5))
@@ -301,6 +302,21 @@ def test_without_the_additive_orbitals_the_model_is_the_modulated_prior():
     assert abs(complex(lp(params, x, c)) - complex(lp_full(with_heads, x, c))) > 1e-4
 
 
-def test_the_orbitals_without_the_additive_term_need_the_prior():
-    with pytest.raises(ValueError, match="additive_orbitals"):
-        dataclasses.replace(SMALL, orbital_prior=False, additive_orbitals=False)
+def test_the_orbitals_without_the_additive_term_need_the_modulated_prior():
+    for spec in (dict(orbital_prior=False, prior_modulation=True), dict(orbital_prior=True, prior_modulation=False)):
+        with pytest.raises(ValueError, match="additive_orbitals = false needs"):
+            dataclasses.replace(SMALL, additive_orbitals=False, **spec)
+
+
+def test_without_the_additive_orbitals_the_determinants_start_different():
+    # without the additive head every per-determinant parameter but the modulation's starts equal
+    # across determinants (and equal determinants get equal updates for ever): the modulation's
+    # random start (orbital_init_scale) makes them differ; at scale 0 they are the same
+    system = System(Supercell(((2, 1), (0, 2))), n_up=3, n_down=1, coupling=3.0, phase=math.radians(30))
+    x = _positions(system, 1, 3)[0]
+    for scale in (0.1, 0.0):
+        spec = dataclasses.replace(SMALL, prior_modulation=True, additive_orbitals=False, orbital_init_scale=scale)
+        wf = make_wavefunction(system, spec, RANGE)
+        up, _ = fast_jit(wf.orbitals)(wf.init(jax.random.PRNGKey(0)), x, jnp.asarray([4.0]))
+        gap = float(np.max(np.abs(np.asarray(up[0]) - np.asarray(up[1]))) / np.max(np.abs(np.asarray(up[0]))))
+        assert (gap > 1e-3) if scale > 0 else (gap == 0.0), (scale, gap)
