@@ -121,7 +121,7 @@ def other_value(key: str, current):
 
 
 #: Keys whose other value is valid only with another model key set (on both sides of the edit).
-COMPANIONS = {"model.prior_source": {"prior_anchors": 2}}
+COMPANIONS = {"model.prior_source": {"prior_anchors": 2}, "model.additive_orbitals": {"prior_modulation": True}}
 
 
 def edited(key: str) -> tuple[dict, dict]:
