@@ -85,7 +85,7 @@ class ModelConfig:
       orbital is small where its prior orbital is (between the moiré minima and on the
       potential's maxima at large V), where the additive term, fed by low-harmonic features, is
       not (measured in qernel.model.orbitals: the crystal side's variance from rare high local
-      energies drops, the liquid side loses 0.025–0.06 E_M per hole). Needs orbital_prior and
+      energies drops, the liquid side loses 0.02–0.06 E_M per hole). Needs orbital_prior and
       prior_modulation (without the modulation the network would not enter ψ).
     one_body_jastrow: add the one-body Jastrow factor of the moiré potential, e^{Σ_i χ(r_i; V)}
       (qernel.model.one_body_jastrow: a small MLP of the potential's harmonics at each electron and

@@ -65,7 +65,7 @@ prior_modulation off, the second term with orbital_prior off; each part below)
   most of the variance (demo system at V = 10 E_M, notes of issue 13). Measured on the demo
   sweep (one run each, same recipe): VMC − HF at V = 10 E_M −0.0032(71) with the additive term,
   −0.0143(28) without, Var E_L 9.7 and 3.8 E_M²; at V = 0–2.5 E_M, where the prior is the
-  Hartree–Fock crystal and the ground state a liquid, the additive term is worth 0.025–0.06 E_M
+  Hartree–Fock crystal and the ground state a liquid, the additive term is worth 0.02–0.06 E_M
   per hole. The modulation's head then starts at random (standard deviation init_scale): every
   other per-determinant parameter starts equal across determinants, and equal determinants
   get equal updates for ever.
