@@ -318,11 +318,23 @@ class Orbitals(nn.Module):
                 cond[..., 0].astype(x.dtype))  # (..., M)
         n_det, n_comp = self.n_determinants, (2 if self.complex_output else 1)
         dtype = jnp.result_type(h.dtype, jnp.complex64) if self.complex_output else h.dtype
+        zeros = nn.initializers.zeros
         if self.init_scale > 0:
             area = self.reference.ground_state.bands.area
             kernel_init = nn.initializers.variance_scaling(self.init_scale**2 / area, "fan_in", "normal")
+            # the modulation is relative to the prior orbital, so its scale has no 1/A
+            mod_init = zeros if self.additive else nn.initializers.variance_scaling(self.init_scale**2, "fan_in",
+                                                                                     "normal")
         else:
-            kernel_init = nn.initializers.zeros
+            kernel_init = mod_init = zeros
+
+        def head(hs, n, init, name):
+            """A linear head on h_i: (..., d, i, j), complex when ψ is."""
+            out = nn.Dense(n_comp * n_det * n, kernel_init=init, name=name)(hs)
+            out = out.reshape(out.shape[:-1] + (n_comp, n_det, n))  # (..., i, comp, d, j)
+            out = out[..., 0, :, :] + 1j * out[..., 1, :, :] if self.complex_output else out[..., 0, :, :]
+            return jnp.moveaxis(out, -2, -3)
+
         for name, ref in (("up", self.reference.up), ("down", self.reference.down)):
             n = ref.n
             if n == 0:
@@ -331,11 +343,8 @@ class Orbitals(nn.Module):
             hs, xs = h[..., offset:offset + n, :], x[..., offset:offset + n, :]
             offset += n
             if self.additive:
-                out = nn.Dense(n_comp * n_det * n, kernel_init=kernel_init, name=f"head_{name}")(hs)
-                out = out.reshape(out.shape[:-1] + (n_comp, n_det, n))  # (..., i, comp, d, j)
-                amp = out[..., 0, :, :] + 1j * out[..., 1, :, :] if self.complex_output else out[..., 0, :, :]
-                amp = jnp.moveaxis(amp, -2, -3)  # (..., d, i, j)
-                mat = amp * bloch_envelope(xs, ref, self.complex_output)[..., None, :, :]
+                envelope = bloch_envelope(xs, ref, self.complex_output)
+                mat = head(hs, n, kernel_init, f"head_{name}") * envelope[..., None, :, :]
             else:
                 mat = 0.0
             if self.prior and self.modulation:
@@ -344,14 +353,7 @@ class Orbitals(nn.Module):
                 # differ). Without it, this is the head whose random start (init_scale, relative to
                 # the prior orbital) makes them differ: every other per-determinant parameter starts
                 # equal across determinants, and equal determinants get equal updates for ever.
-                if self.additive or self.init_scale <= 0:
-                    mod_init = nn.initializers.zeros
-                else:
-                    mod_init = nn.initializers.variance_scaling(self.init_scale**2, "fan_in", "normal")
-                mod = nn.Dense(n_comp * n_det * n, kernel_init=mod_init, name=f"modulation_{name}")(hs)
-                mod = mod.reshape(mod.shape[:-1] + (n_comp, n_det, n))
-                mod = mod[..., 0, :, :] + 1j * mod[..., 1, :, :] if self.complex_output else mod[..., 0, :, :]
-                mod = jnp.moveaxis(mod, -2, -3)  # (..., d, i, j)
+                mod = head(hs, n, mod_init, f"modulation_{name}")
             else:
                 mod = 0.0
             if self.prior and self.learnable_prior:
